@@ -34,7 +34,12 @@ _EXPIRY_MARGIN_S = 10.0
 _DEFAULT_TOKEN_TTL_S = 60.0
 _MAX_TOKEN_RESPONSE = 1024 * 1024
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
-_API_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags|referrers)(?:/|$)")
+# The endpoint shapes after the name are fixed, so a repository or tag that happens to be
+# called "manifests" or "tags" cannot confuse the split.
+_API_PATH = re.compile(
+    r"^/v2/(?P<name>.+)/(?:manifests/[^/]+|blobs/uploads/[^/]*|blobs/[^/]+|tags/list"
+    r"|referrers/[^/]+)$"
+)
 
 
 @dataclass(frozen=True)
