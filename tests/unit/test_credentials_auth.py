@@ -29,7 +29,9 @@ def _helper(bindir: Path, name: str, body: str) -> None:
 
 
 def test_environment_wins_and_can_be_scoped(tmp_path: Path) -> None:
-    cfg = _write_config(tmp_path, {"auths": {"reg.example": {"auth": base64.b64encode(b"u:p").decode()}}})
+    cfg = _write_config(
+        tmp_path, {"auths": {"reg.example": {"auth": base64.b64encode(b"u:p").decode()}}}
+    )
     env = {"APPLIANCE_RELEASE_USERNAME": "envuser", "APPLIANCE_RELEASE_PASSWORD": "envpass"}
     creds = lookup_credentials("reg.example", docker_config=cfg, env=env)
     assert creds is not None and creds.username == "envuser" and creds.source == "environment"
@@ -39,11 +41,16 @@ def test_environment_wins_and_can_be_scoped(tmp_path: Path) -> None:
 
 
 def test_auths_entry_forms(tmp_path: Path) -> None:
-    cfg = _write_config(tmp_path, {"auths": {
-        "https://index.docker.io/v1/": {"auth": base64.b64encode(b"hub:secret").decode()},
-        "https://reg.example/v2/": {"username": "plain", "password": "pw"},
-        "tok.example": {"identitytoken": "refresh"},
-    }})
+    cfg = _write_config(
+        tmp_path,
+        {
+            "auths": {
+                "https://index.docker.io/v1/": {"auth": base64.b64encode(b"hub:secret").decode()},
+                "https://reg.example/v2/": {"username": "plain", "password": "pw"},
+                "tok.example": {"identitytoken": "refresh"},
+            }
+        },
+    )
     hub = lookup_credentials("docker.io", docker_config=cfg, env={})
     assert hub is not None and (hub.username, hub.password) == ("hub", "secret")
     plain = lookup_credentials("reg.example", docker_config=cfg, env={})
@@ -54,7 +61,9 @@ def test_auths_entry_forms(tmp_path: Path) -> None:
 
 
 def test_secrets_do_not_appear_in_repr(tmp_path: Path) -> None:
-    cfg = _write_config(tmp_path, {"auths": {"r.example": {"username": "u", "password": "hunter2"}}})
+    cfg = _write_config(
+        tmp_path, {"auths": {"r.example": {"username": "u", "password": "hunter2"}}}
+    )
     creds = lookup_credentials("r.example", docker_config=cfg, env={})
     assert "hunter2" not in repr(creds)
 
@@ -76,11 +85,14 @@ def test_cred_helpers_then_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     _helper(bindir, "store", 'echo "credentials not found in native keychain"; exit 1')
     _helper(bindir, "broken", "exit 3")
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    cfg = _write_config(tmp_path, {
-        "credHelpers": {"a.example": "perhost", "c.example": "broken"},
-        "credsStore": "store",
-        "auths": {"b.example": {"username": "inline", "password": "x"}},
-    })
+    cfg = _write_config(
+        tmp_path,
+        {
+            "credHelpers": {"a.example": "perhost", "c.example": "broken"},
+            "credsStore": "store",
+            "auths": {"b.example": {"username": "inline", "password": "x"}},
+        },
+    )
     a = lookup_credentials("a.example", docker_config=cfg, env={})
     assert a is not None and a.username == "hu" and a.source == "docker-credential-perhost"
     b = lookup_credentials("b.example", docker_config=cfg, env={})
@@ -93,11 +105,15 @@ def test_cred_helpers_then_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_challenge_parsing() -> None:
-    ch = parse_challenge('Bearer realm="https://auth.example/token",service="reg",'
-                         'scope="repository:a/b:pull,push"')
+    ch = parse_challenge(
+        'Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull,push"'
+    )
     assert ch is not None and ch.scheme == "bearer"
-    assert ch.params == {"realm": "https://auth.example/token", "service": "reg",
-                         "scope": "repository:a/b:pull,push"}
+    assert ch.params == {
+        "realm": "https://auth.example/token",
+        "service": "reg",
+        "scope": "repository:a/b:pull,push",
+    }
     basic = parse_challenge('Basic realm="Registry Realm"')
     assert basic is not None and basic.scheme == "basic"
     assert parse_challenge("") is None
@@ -109,8 +125,11 @@ def test_challenge_parsing() -> None:
         ("GET", "https://r/v2/a/b/manifests/1.0", {"repository:a/b:pull"}),
         ("HEAD", "https://r/v2/a/b/blobs/sha256:x", {"repository:a/b:pull"}),
         ("PUT", "https://r/v2/a/b/manifests/1.0", {"repository:a/b:pull,push"}),
-        ("POST", "https://r/v2/a/b/blobs/uploads/?mount=sha256:x&from=c/d",
-         {"repository:a/b:pull,push", "repository:c/d:pull"}),
+        (
+            "POST",
+            "https://r/v2/a/b/blobs/uploads/?mount=sha256:x&from=c/d",
+            {"repository:a/b:pull,push", "repository:c/d:pull"},
+        ),
         ("DELETE", "https://r/v2/a/manifests/sha256:x", {"repository:a:delete"}),
         ("GET", "https://r/v2/a/tags/list?n=10", {"repository:a:pull"}),
         ("GET", "https://r/v2/_catalog", {"registry:catalog:*"}),
@@ -118,7 +137,11 @@ def test_challenge_parsing() -> None:
         ("GET", "https://r/v2/x/manifests/y/blobs/sha256:z", {"repository:x/manifests/y:pull"}),
         ("GET", "https://r/v2/a/manifests/tags", {"repository:a:pull"}),
         ("GET", "https://r/v2/a/tags/manifests/blobs", {"repository:a/tags:pull"}),
-        ("PATCH", "https://r/v2/a/b/blobs/uploads/1234-uuid?_state=s", {"repository:a/b:pull,push"}),
+        (
+            "PATCH",
+            "https://r/v2/a/b/blobs/uploads/1234-uuid?_state=s",
+            {"repository:a/b:pull,push"},
+        ),
     ],
 )
 def test_scopes_follow_method_and_path(method: str, url: str, expected: set[str]) -> None:
