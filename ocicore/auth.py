@@ -125,7 +125,9 @@ class RegistryAuth(httpx.Auth):
     by every request of a ``RegistryClient``.
     """
 
-    requires_response_body = True
+    # Not ``requires_response_body``: httpx would then read every response in full,
+    # blob downloads included, defeating streaming. Only token responses are read.
+    requires_response_body = False
 
     def __init__(
         self, credentials: Credentials | None, *, clock: Callable[[], float] = time.monotonic
@@ -183,6 +185,7 @@ class RegistryAuth(httpx.Auth):
         realm = challenge.params["realm"]
         service = challenge.params.get("service", "")
         token_response = yield self._token_request(realm, service, scopes)
+        token_response.read()
         token = self._parse_token(token_response, realm, scopes)
         with self._lock:
             self._scheme = "bearer"
