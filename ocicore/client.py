@@ -311,25 +311,35 @@ class RegistryClient:
         With ``missing_ok``, an unknown repository gives ``[]`` instead of ``NotFoundError``.
         """
         check_repository(repository)
-        tags: list[str] = []
-        path: str | None = f"/v2/{repository}/tags/list?n={self.config.tag_page_size}"
+        try:
+            return self._paginate(f"/v2/{repository}/tags/list", "tags", f"tags of {repository}")
+        except NotFoundError:
+            if missing_ok:
+                return []
+            raise
+
+    def list_repositories(self) -> list[str]:
+        """Every repository of the registry (``/v2/_catalog``, following ``Link`` pagination).
+
+        Raises ``UnsupportedError``/``AuthorizationError`` where the catalog is disabled.
+        """
+        return self._paginate("/v2/_catalog", "repositories", f"catalog of {self.registry}")
+
+    def _paginate(self, path: str, key: str, what: str) -> list[str]:
+        items: list[str] = []
+        next_path: str | None = f"{path}?n={self.config.tag_page_size}"
         seen: set[str] = set()
-        while path is not None and path not in seen:
-            seen.add(path)
-            try:
-                response = self._http.send("GET", path, what=f"tags of {repository}")
-            except NotFoundError:
-                if missing_ok and not tags:
-                    return []
-                raise
-            body = _json_object(response, f"tag list of {repository}")
-            page = body.get("tags") or []
+        while next_path is not None and next_path not in seen:
+            seen.add(next_path)
+            response = self._http.send("GET", next_path, what=what)
+            page = _json_object(response, what).get(key) or []
             if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
-                raise RegistryError(f"the tag list of {repository} is malformed")
-            tags.extend(page)
+                raise RegistryError(f"the {what} is malformed",
+                                    hint="the registry is not distribution-spec compliant")
+            items.extend(page)
             match = _LINK_NEXT.search(response.headers.get("Link", ""))
-            path = match.group(1) if match else None
-        return tags
+            next_path = match.group(1) if match else None
+        return items
 
     def referrers(
         self, repository: str, digest: Digest, *, artifact_type: str | None = None

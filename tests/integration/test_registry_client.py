@@ -20,7 +20,7 @@ from ocicore.errors import (
     SizeLimitError,
     TransportError,
 )
-from ocicore.models import OCI_INDEX, OCI_MANIFEST, Descriptor, Index, Manifest
+from ocicore.models import OCI_INDEX, OCI_MANIFEST, Descriptor, Index
 from tests.support.artifacts import LAYER_TYPE, push_artifact
 
 pytestmark = pytest.mark.integration
@@ -127,19 +127,21 @@ def test_unreachable_registry_is_a_transport_error() -> None:
             client.ping()
 
 
-def test_tag_listing_follows_pagination(registry: object) -> None:
-    config = ClientConfig(tag_page_size=3)
+def test_catalog_listing_follows_pagination(registry: object) -> None:
+    """distribution 2.8 paginates the catalog with Link headers (its tag list it does not;
+    tag pagination is covered in test_registry_faults through a paginating proxy)."""
+    config = ClientConfig(tag_page_size=2)
     with _client(registry, config=config) as client:
-        digest, _ = push_artifact(client, "paged/x", "t00", [b"p"])
-        for i in range(1, 10):
-            client.tag_manifest("paged/x", digest, f"t{i:02d}")
+        for i in range(5):
+            push_artifact(client, f"catalog/r{i}", "v1", [b"c"])
         requests_before = client.stats.requests
-        tags = client.list_tags("paged/x")
-        assert sorted(tags) == [f"t{i:02d}" for i in range(10)]
-        assert client.stats.requests - requests_before == 4  # 3+3+3+1
-        assert client.list_tags("paged/none", missing_ok=True) == []
+        repos = client.list_repositories()
+        assert {f"catalog/r{i}" for i in range(5)} <= set(repos)
+        assert len(repos) == len(set(repos))
+        assert client.stats.requests - requests_before >= 3
+        assert client.list_tags("catalog/none", missing_ok=True) == []
         with pytest.raises(NotFoundError):
-            client.list_tags("paged/none")
+            client.list_tags("catalog/none")
 
 
 def test_tagging_uploads_nothing(registry: object) -> None:
@@ -197,23 +199,23 @@ def test_referrers_fall_back_to_the_tag_schema(registry: object) -> None:
         assert client.referrers("refs/x", subject_digest, artifact_type="other/type") == []
 
 
-def test_oversize_manifest_is_refused_before_parsing(registry: object) -> None:
-    """A >4 MiB manifest stored by the real registry is refused on read."""
+def test_oversize_manifest_is_refused(registry: object) -> None:
+    """We refuse to push a >4 MiB manifest, as the real registry does; reading one is
+    covered in test_registry_faults (a registry that serves one has to be simulated)."""
     with _client(registry) as client:
         _, manifest = push_artifact(client, "huge/x", "small", [b"x"])
         big = manifest.model_copy(update={"annotations": {"pad": "x" * (5 * 1024 * 1024)}})
         data = big.to_json()
-        raw = httpx.put(
-            f"{registry.url}/v2/huge/x/manifests/big",  # type: ignore[attr-defined]
-            content=data,
-            headers={"Content-Type": OCI_MANIFEST},
-            timeout=30,
-        )
-        assert raw.status_code == 201, raw.text
         with pytest.raises(SizeLimitError, match="over the 4194304-byte limit"):
-            client.get_manifest("huge/x", "big")
-        with pytest.raises(SizeLimitError, match="over the 4194304-byte limit"):
-            client.push_manifest("huge/x", data, OCI_MANIFEST, tag="big2")
+            client.push_manifest("huge/x", data, OCI_MANIFEST, tag="big")
+        assert client.stats.bytes_uploaded == 3  # only the artifact's own blobs
+    raw = httpx.put(
+        f"{registry.url}/v2/huge/x/manifests/big",  # type: ignore[attr-defined]
+        content=data,
+        headers={"Content-Type": OCI_MANIFEST},
+        timeout=30,
+    )
+    assert raw.status_code == 400  # distribution agrees
 
 
 def test_blob_larger_than_its_descriptor_is_refused(registry: object, tmp_path: Path) -> None:
@@ -241,13 +243,3 @@ def test_unknown_manifest_names_the_oci_code(registry: object) -> None:
     with _client(registry) as client:
         with pytest.raises(NotFoundError, match=r"MANIFEST_UNKNOWN|NAME_UNKNOWN"):
             client.get_manifest("nothing/here", "v1")
-
-
-def test_manifest_model_round_trip_keeps_unknown_fields() -> None:
-    raw = (
-        b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
-        b'"config":{"mediaType":"a","digest":"sha256:' + b"a" * 64 + b'","size":1,"x-extra":1},'
-        b'"layers":[],"x-top":{"k":"v"}}'
-    )
-    parsed = Manifest.model_validate_json(raw)
-    assert parsed.to_json() == raw

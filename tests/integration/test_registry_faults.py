@@ -197,3 +197,16 @@ def test_non_idempotent_post_is_not_replayed_blindly(registry: object) -> None:
     methods = [m for m, _ in transport.seen]
     # each POST is followed by a HEAD check before a fresh session is started
     assert methods == ["HEAD", "POST", "HEAD", "POST", "HEAD", "POST"]
+
+
+def test_tag_listing_follows_link_pagination(registry: object) -> None:
+    transport, sleeps = faults.FaultTransport(), Sleeps()
+    transport.add("GET", r"/v2/faults/paged/tags/list", faults.paginate_tags(3), times=100)
+    with _client(registry.host, transport, sleeps) as client:  # type: ignore[attr-defined]
+        digest, _ = push_artifact(client, "faults/paged", "t00", [b"p"])
+        for i in range(1, 10):
+            client.tag_manifest("faults/paged", digest, f"t{i:02d}")
+        requests_before = client.stats.requests
+        tags = client.list_tags("faults/paged")
+        assert tags == [f"t{i:02d}" for i in range(10)]
+        assert client.stats.requests - requests_before == 4  # pages of 3, 3, 3, 1

@@ -8,6 +8,7 @@ test is the real registry's, with one fault added.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -70,14 +71,16 @@ def _forward(request: httpx.Request, inner: httpx.BaseTransport) -> tuple[httpx.
     return response, body
 
 
-def _rebuild(
-    response: httpx.Response, stream: httpx.SyncByteStream, headers: dict[str, str] | None = None
+def _rebuild_for(
+    request: httpx.Request,
+    response: httpx.Response,
+    stream: httpx.SyncByteStream,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    merged = dict(response.headers)
-    merged.update(headers or {})
-    return httpx.Response(
-        response.status_code, headers=merged, stream=stream, request=response.request
-    )
+    merged = httpx.Headers(response.headers)
+    for name, value in (headers or {}).items():
+        merged[name] = value
+    return httpx.Response(response.status_code, headers=merged, stream=stream, request=request)
 
 
 class _Stream(httpx.SyncByteStream):
@@ -98,7 +101,7 @@ def reset_after(n: int) -> Action:
             yield body[:n]
             raise httpx.ReadError("[Errno 104] Connection reset by peer")
 
-        return _rebuild(response, _Stream(parts()))
+        return _rebuild_for(request, response, _Stream(parts()))
 
     return act
 
@@ -108,7 +111,7 @@ def truncate_after(n: int) -> Action:
 
     def act(request: httpx.Request, inner: httpx.BaseTransport) -> httpx.Response:
         response, body = _forward(request, inner)
-        return _rebuild(response, _Stream(iter([body[:n]])))
+        return _rebuild_for(request, response, _Stream(iter([body[:n]])))
 
     return act
 
@@ -120,7 +123,7 @@ def flip_byte(offset: int) -> Action:
         response, body = _forward(request, inner)
         corrupted = bytearray(body)
         corrupted[offset] ^= 0x01
-        return _rebuild(response, _Stream(iter([bytes(corrupted)])))
+        return _rebuild_for(request, response, _Stream(iter([bytes(corrupted)])))
 
     return act
 
@@ -130,7 +133,7 @@ def replace_header(name: str, value: str) -> Action:
 
     def act(request: httpx.Request, inner: httpx.BaseTransport) -> httpx.Response:
         response, body = _forward(request, inner)
-        return _rebuild(response, _Stream(iter([body])), {name: value})
+        return _rebuild_for(request, response, _Stream(iter([body])), {name: value})
 
     return act
 
@@ -140,5 +143,28 @@ def serve_body(body: bytes, headers: dict[str, str]) -> Action:
 
     def act(request: httpx.Request, inner: httpx.BaseTransport) -> httpx.Response:
         return httpx.Response(200, headers=headers, content=body, request=request)
+
+    return act
+
+
+def paginate_tags(page_size: int) -> Action:
+    """Answer a tag list in pages with ``Link`` headers, from the real registry's full list
+    (distribution 2.8 ignores ``n`` on tag lists; other registries page them)."""
+
+    def act(request: httpx.Request, inner: httpx.BaseTransport) -> httpx.Response:
+        last = request.url.params.get("last")
+        full = httpx.Request(
+            request.method, request.url.copy_with(query=None), headers=request.headers
+        )
+        response, body = _forward(full, inner)
+        doc = json.loads(body)
+        tags = sorted(doc["tags"])
+        start = tags.index(last) + 1 if last else 0
+        page = tags[start : start + page_size]
+        headers = {"Content-Type": "application/json"}
+        if start + page_size < len(tags):
+            headers["Link"] = f'<{request.url.path}?n={page_size}&last={page[-1]}>; rel="next"'
+        out = json.dumps({"name": doc["name"], "tags": page}).encode()
+        return httpx.Response(200, headers=headers, content=out, request=request)
 
     return act
