@@ -156,7 +156,7 @@ def paginate_tags(page_size: int) -> Action:
         full = httpx.Request(
             request.method, request.url.copy_with(query=None), headers=request.headers
         )
-        response, body = _forward(full, inner)
+        _, body = _forward(full, inner)
         doc = json.loads(body)
         tags = sorted(doc["tags"])
         start = tags.index(last) + 1 if last else 0
