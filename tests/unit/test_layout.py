@@ -8,13 +8,17 @@ import io
 import json
 import os
 import tarfile
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from ocicore.copy import copy
 from ocicore.digest import Digest
-from ocicore.errors import DigestMismatchError, LayoutError, NotFoundError
+from ocicore.errors import DigestMismatchError, InvalidInputError, LayoutError, NotFoundError
 from ocicore.layout import (
     REF_NAME_ANNOTATION,
     REPOSITORY_ANNOTATION,
@@ -362,3 +366,84 @@ def test_write_tar_skips_temporary_files(layout: OCILayout, tmp_path: Path) -> N
     layout.write_tar(archive)
     with tarfile.open(archive) as tar:
         assert not [n for n in tar.getnames() if "partial" in n]
+
+
+class _SlowStore:
+    """Delegates to a layout; counts concurrent blob pushes and can fail one blob."""
+
+    def __init__(self, inner: OCILayout, fail: Digest | None = None) -> None:
+        self.inner = inner
+        self.fail = fail
+        self.active = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def push_blob(
+        self,
+        repository: str,
+        source: bytes | Path,
+        digest: Digest | None = None,
+        *,
+        mount_from: Sequence[str] = (),
+    ) -> str:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            time.sleep(0.05)
+            if digest == self.fail:
+                raise DigestMismatchError("injected", str(digest), "sha256:" + "0" * 64)
+            return self.inner.push_blob(repository, source, digest)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, object]] = []
+        self.lock = threading.Lock()
+
+    def start(self, key: str, description: str, total: int | None) -> None:
+        with self.lock:
+            self.events.append(("start", key, total))
+
+    def advance(self, key: str, amount: int) -> None:
+        with self.lock:
+            self.events.append(("advance", key, amount))
+
+    def finish(self, key: str, outcome: str) -> None:
+        with self.lock:
+            self.events.append(("finish", key, outcome))
+
+
+def test_copy_bounds_parallelism_and_reports_progress(layout: OCILayout, tmp_path: Path) -> None:
+    layers = [os.urandom(100 + i) for i in range(8)]
+    data = _push_image(layout, "x", layers, "v1")
+    target = _SlowStore(OCILayout(tmp_path / "target", create=True))
+    recorder = _Recorder()
+    result = copy(
+        layout, "x", "v1", cast(ContentStore, target), "y", concurrency=3, progress=recorder
+    )
+    assert result.digest == Digest.of(data) and result.blobs_copied == 9
+    assert target.peak == 3
+    finished = [e for e in recorder.events if e[0] == "finish"]
+    assert len(finished) == 9 and {e[2] for e in finished} == {"done"}
+    assert all(e[1].startswith("copy:sha256:") for e in recorder.events)
+    assert result.bytes_copied == sum(len(x) for x in layers) + len(EMPTY_JSON)
+
+
+def test_copy_failure_pushes_no_manifest_and_no_tag(layout: OCILayout, tmp_path: Path) -> None:
+    _push_image(layout, "x", [b"good", b"bad"], "v1")
+    inner = OCILayout(tmp_path / "target", create=True)
+    target = _SlowStore(inner, fail=Digest.of(b"bad"))
+    recorder = _Recorder()
+    with pytest.raises(DigestMismatchError, match="injected"):
+        copy(layout, "x", "v1", cast(ContentStore, target), "y", progress=recorder)
+    assert inner.list_tags("y", missing_ok=True) == []
+    assert ("finish", f"copy:{Digest.of(b'bad')}", "failed") in recorder.events
+    with pytest.raises(InvalidInputError):
+        copy(layout, "x", "v1", inner, "y", concurrency=0)
