@@ -387,6 +387,7 @@ class RegistryClient:
             digest = _digest_of(source, "sha256")
         key = str(digest)
         self._check_blob_size(size, f"blob {digest}")
+        self.progress.start(key, f"push {digest.hex[:12]}", size)
         if self.blob_exists(repository, digest):
             self.stats.add(blobs_skipped=1)
             self.progress.finish(key, "skipped")
@@ -409,6 +410,28 @@ class RegistryClient:
             break
         self._upload(repository, source, digest, size, location)
         return "uploaded"
+
+    def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> bool:
+        """Ask for a cross-repository mount of ``digest`` from ``from_repository``;
+        ``True`` when the registry mounted it (no bytes sent). When it declines, the
+        upload session it opened instead is cancelled and ``False`` returned."""
+        check_repository(repository)
+        check_repository(from_repository)
+        response = self._http.send(
+            "POST", f"/v2/{repository}/blobs/uploads/",
+            params={"mount": str(digest), "from": from_repository},
+            what=f"mount of blob {digest} from {from_repository} into {repository}",
+            ok=(201, 202), idempotent=False,
+        )
+        if response.status_code == 201:
+            self.stats.add(blobs_mounted=1)
+            return True
+        location = response.headers.get("Location")
+        if location:
+            with contextlib.suppress(RegistryError):
+                self._http.send("DELETE", location, what="cancel of an unused upload session",
+                                ok=(204, 200, 202, 404), idempotent=False)
+        return False
 
     def push_manifest(
         self, repository: str, data: bytes, media_type: str, *, tag: str | None = None
@@ -503,7 +526,6 @@ class RegistryClient:
                 location: str | None) -> None:
         key = str(digest)
         what = f"upload of blob {digest} to {repository}"
-        self.progress.start(key, f"push {digest.hex[:12]}", size)
         attempts = self.config.retry.max_attempts
         for attempt in range(1, attempts + 1):
             try:

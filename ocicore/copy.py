@@ -14,10 +14,9 @@ skips its whole subtree, a blob present there (``blob_exists``) is not transferr
 How one blob travels:
 
 - registry → registry: streamed through a temporary file (never held in memory); when
-  source and destination are the same client and the repositories differ, the push
-  asks for a cross-repository mount first, so no bytes are uploaded (the blob is still
-  downloaded first, as the fallback should the registry refuse the mount:
-  ``push_blob`` needs its content up front);
+  source and destination are the same client and the repositories differ, a
+  cross-repository mount is asked for first, so nothing is downloaded or uploaded
+  unless the registry declines;
 - layout → anything: pushed straight from the layout's blob file (the destination
   hashes what it receives and refuses a mismatch);
 - anything → layout: fetched straight into the layout's blob path (the source verifies
@@ -38,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ocicore.client import FetchedManifest
+from ocicore.client import FetchedManifest, RegistryClient
 from ocicore.digest import Digest
 from ocicore.errors import IntegrityError, InvalidInputError, LayoutError, NotFoundError
 from ocicore.layout import LayoutNotFoundError, OCILayout
@@ -274,8 +273,12 @@ class _Copier:
             target.parent.mkdir(parents=True, exist_ok=True)
             src.fetch_blob(self.src_repo, blob, target)
             return "uploaded"
-        mount_from = (self.src_repo,) if src is dst and self.src_repo != self.dst_repo else ()
+        same_registry = src is dst and self.src_repo != self.dst_repo
+        if same_registry and isinstance(dst, RegistryClient) and dst.mount_blob(
+            self.dst_repo, digest, self.src_repo
+        ):
+            return "mounted"
         with tempfile.TemporaryDirectory(prefix="ocicore-copy-", dir=self.tmpdir) as tmp:
             path = Path(tmp) / "blob"
             src.fetch_blob(self.src_repo, blob, path)
-            return dst.push_blob(self.dst_repo, path, digest, mount_from=mount_from)
+            return dst.push_blob(self.dst_repo, path, digest)
