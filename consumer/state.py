@@ -124,7 +124,7 @@ def check_rollback(
     if current.sequence is not None and sequence is not None:
         older = sequence < current.sequence
     else:
-        older = _semver_lt(version, current.version)
+        older = semver_lt(version, current.version)
     if older:
         raise RollbackError(
             f"channel {channel!r} offers {version} (sequence {sequence}), older than the "
@@ -140,7 +140,7 @@ def check_rollback(
         )
 
 
-def _semver_lt(a: str, b: str) -> bool:
+def semver_lt(a: str, b: str) -> bool:
     try:
         return bool(semver.Version.parse(a.lstrip("v")) < semver.Version.parse(b.lstrip("v")))
     except ValueError:
