@@ -43,7 +43,10 @@ class Signer:
 
     def sign(self, payload: bytes) -> str:
         """Base64 of the DER ECDSA-P256/SHA-256 signature over ``payload``."""
-        signature = self.private_key.sign(payload, ec.ECDSA(hashes.SHA256()))
+        # RFC 6979 deterministic ECDSA: signing the same payload twice gives the same
+        # signature, so a re-run of a publish appends nothing new.
+        algorithm = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+        signature = self.private_key.sign(payload, algorithm)
         return base64.b64encode(signature).decode("ascii")
 
     def public_pem(self) -> bytes:
