@@ -95,7 +95,8 @@ class BaseImageError(Exception):
 
 
 def log(message: str) -> None:
-    print(f"[base-image] {message}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"[base-image] {message}\n")
+    sys.stderr.flush()
 
 
 def oci_architecture() -> str:
@@ -296,17 +297,17 @@ def pack_rootfs(rootfs: Path, layout_dir: Path, mtime: int, inputs: dict[str, ob
         return None if stat.S_ISLNK(st.st_mode) else st.st_mode & 0o1777
 
     store = OCILayout(layout_dir, create=True)
-    with tempfile.NamedTemporaryFile(dir=layout_dir, prefix=".layer-", suffix=".tar.gz") as tmp:
-        started = time.monotonic()
+    layer_file = layout_dir.parent / "rootfs.tar.gz"
+    started = time.monotonic()
+    with layer_file.open("wb") as out:
         digests = pack_tree_into(
-            tmp.file, rootfs, exclude=is_special, mtime=mtime, allow_symlinks=True,
+            out, rootfs, exclude=is_special, mtime=mtime, allow_symlinks=True,
             owner_overrides=owner, mode_overrides=mode,
         )
-        tmp.file.flush()
-        log(f"packed the root filesystem: {digests.size / 1e6:.1f} MB compressed in "
-            f"{time.monotonic() - started:.0f} s")
-        layer_digest = Digest.parse(digests.digest)
-        store.push_blob(REPOSITORY, Path(tmp.name), layer_digest)
+    log(f"packed the root filesystem: {digests.size / 1e6:.1f} MB compressed in "
+        f"{time.monotonic() - started:.0f} s")
+    store.push_blob(REPOSITORY, layer_file, Digest.parse(digests.digest))
+    layer_file.unlink()
     created = datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     created_by = (f"debootstrap --variant={VARIANT} --include={','.join(INCLUDE)} {SUITE} "
                   f"{inputs['mirror']}; shrunk, pycs as unchecked-hash "
@@ -412,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         digest = build(args.layout, args.mirror, inputs)
         log(f"{args.layout}:{TAG} is {digest} (built in {time.monotonic() - started:.0f} s)")
     except BaseImageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         return 2
     return 0
 
