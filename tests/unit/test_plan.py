@@ -494,3 +494,25 @@ def test_bundle_kustomizations_must_be_local(tmp_path: Path, entry: str) -> None
         check_local_kustomizations(bundle)
     (bundle / "base" / "kustomization.yaml").write_text("resources: [sources]\n")
     check_local_kustomizations(bundle)
+
+
+def test_helmreleases_are_ordered_by_stage_then_dependencies() -> None:
+    from consumer.reconcile import _apply_order
+
+    def stage(name: str, after: str | None = None) -> dict[str, Any]:
+        return {"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+                "metadata": {"name": name, "namespace": "flux-system"},
+                "spec": {"path": f"./base/{name}", "dependsOn": [{"name": after}] if after else [],
+                         "sourceRef": {"kind": "OCIRepository", "name": "appliance-config"}}}
+
+    def release(name: str, after: str | None = None) -> dict[str, Any]:
+        return {"kind": "HelmRelease", "metadata": {"name": name, "namespace": "alga"},
+                "spec": {"dependsOn": [{"name": after}] if after else []}}
+
+    built = [("base", [stage("z-first"), stage("a-second", "z-first")]),
+             ("base/a-second", [release("b"), release("a", "c"), release("c")]),
+             ("base/z-first", [release("y")])]
+    assert [r["metadata"]["name"] for r in _apply_order(built)] == ["y", "b", "c", "a"]
+    built[1] = ("base/a-second", [release("a", "c"), release("c", "a")])
+    with pytest.raises(ReconcileError, match="HelmReleases a, c form a cycle"):
+        _apply_order(built)
