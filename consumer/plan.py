@@ -242,7 +242,7 @@ def object_key(doc: Mapping[str, Any]) -> str:
 def dump_yaml(data: Any) -> str:
     """Deterministic YAML: sorted keys, block style, multi-line strings as ``|`` blocks."""
     return yaml.dump(data, Dumper=_BlockDumper, sort_keys=True, default_flow_style=False,
-                     allow_unicode=True, width=100)
+                     allow_unicode=True, width=1 << 30)  # never fold a line
 
 
 class _BlockDumper(yaml.SafeDumper):
