@@ -1,0 +1,806 @@
+"""The appliance ISO: stage the host overlay, the nocloud seed and the baked control-plane
+image, and remaster a base ISO with xorriso into ``<name>-<version>.iso`` + ``.sha256``.
+
+Three steps, each usable on its own:
+
+1. ``export_image_archive(store, repo, reference, dest_tar)``: copy the control-plane
+   image (from a ``RegistryClient`` or an ``OCILayout``) into a fresh OCI layout and
+   write it as an OCI archive tar for ``k3s ctr -n k8s.io images import``.
+2. ``stage_overlay(inputs, overlay_src, image_archive, staging_dir)``: lay out what goes
+   on the ISO in ``staging_dir`` (``appliance/overlay``, ``appliance/images``,
+   ``nocloud``), from the validated ``IsoInputs``.
+3. ``remaster(base_iso, staging_dir, dest_dir, name, version)``: add the staged tree to
+   the base ISO, keeping its boot setup, and write the ISO and its checksum file.
+
+The ISO as written::
+
+    /appliance/overlay/...                   the host overlay, copied onto / at first boot
+        etc/systemd/system/appliance-bootstrap.{service,timer}
+        etc/appliance/bootstrap.env          REGISTRY, CHANNEL, TRUST_FILE, STATE_DIR
+        etc/appliance/trust.pem              the release signing public keys
+        usr/local/lib/appliance/bootstrap.sh
+    /appliance/images/control-plane.oci.tar  the baked baseline control-plane image
+    /nocloud/user-data, /nocloud/meta-data   the cloud-init NoCloud seed
+    (everything of the base ISO, unchanged, with its El Torito and system area)
+
+The seed's ``runcmd`` mounts the ISO by its volume id, copies the overlay onto ``/``
+and the image archive to ``/usr/local/lib/appliance/images/``, and enables the
+bootstrap timer. cloud-init finds the seed with ``ds=nocloud;s=file:///cdrom/nocloud/``
+on the kernel command line (the base's boot menu is left as it is).
+
+Image names in the archive. ``ctr images import`` names an image after the
+``org.opencontainers.image.ref.name`` annotation of its ``index.json`` entry; a value
+containing ``/``, ``:`` or ``@`` is taken as is, while a bare tag becomes
+``import-<date>:<tag>``. So the entries carry full references: ``registry/repo:tag``
+(the tag exported) and ``registry/repo@sha256:<digest>``. The second lets the CRI find
+the image offline for a Deployment pinned by digest, as the control plane's is (the
+CRI resolves ``repo@sha256:…`` through an image record of exactly that name). An
+export by digest has only the second entry. ``skopeo`` reads the archive as
+``oci-archive:<tar>:<either name>`` (without a name only when there is one entry).
+
+Reproducibility. Two runs with the same base ISO, staged tree and xorriso version give
+byte-identical ISOs (tested, with the runs in different clock seconds and staged files
+of different mtimes): startup files are skipped (``-no_rc``); added files get uid/gid 0
+and all timestamps ``SOURCE_DATE_EPOCH`` (default 0), whatever their mtimes on disk;
+the volume UUID (``-volume_date uuid``: creation and modification time, GRUB's
+``--fs-uuid``, the boot catalog's time) is the base's modification time, which
+``-boot_image any replay`` re-applies anyway, so base boot menus that search by it keep
+working (``SOURCE_DATE_EPOCH`` when the base has none); GPT GUIDs derive from it
+(``gpt_disk_guid=volume_date_uuid``, else they are random); ``-iso_nowtime`` is fixed
+and ``SOURCE_DATE_EPOCH`` is exported to xorriso. xorriso writes its own version into
+the preparer id, so another xorriso version gives other bytes. The volume id is set
+(default ``<NAME>_<VERSION>``); a base whose boot menu finds its root by volume label
+needs ``volume_id`` set to that label.
+
+Errors are one-liners with a hint: ``BaseIsoError`` (missing, not ISO 9660, already
+remastered), ``StagingError`` (incomplete or unexpected staging tree),
+``DestinationExistsError`` (refused unless ``overwrite=True``), ``IsoInputError``
+(invalid inputs), ``consumer.tools.ToolMissingError`` (xorriso not installed) and
+``consumer.tools.ToolFailedError`` (xorriso failed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
+
+import semver
+import yaml
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from consumer.signatures import TrustStore
+from consumer.tools import ToolFailedError, ToolMissingError, find_tool
+from ocicore.config import ClientConfig
+from ocicore.copy import copy
+from ocicore.digest import Digest
+from ocicore.errors import InvalidInputError, InvalidReferenceError
+from ocicore.jsonutil import canonical_json
+from ocicore.layout import REF_NAME_ANNOTATION, OCILayout
+from ocicore.models import OCI_INDEX, Descriptor
+from ocicore.progress import NoProgress, Progress
+from ocicore.reference import Reference, check_tag
+from ocicore.store import ContentStore
+from ocicore.tarpack import source_date_epoch
+
+__all__ = [
+    "HOST_IMAGE_ARCHIVE",
+    "IMAGE_ARCHIVE_NAME",
+    "OVERLAY_SOURCE",
+    "REQUIRED_STAGED_FILES",
+    "BaseIsoError",
+    "DestinationExistsError",
+    "ImageArchive",
+    "IsoInputError",
+    "IsoInputs",
+    "StagingError",
+    "checksum_path",
+    "default_volume_id",
+    "export_image_archive",
+    "remaster",
+    "render_bootstrap_env",
+    "render_meta_data",
+    "render_user_data",
+    "stage_overlay",
+]
+
+#: The overlay in a source checkout (``iso/overlay``).
+OVERLAY_SOURCE = Path(__file__).resolve().parent.parent / "iso" / "overlay"
+IMAGE_ARCHIVE_NAME = "control-plane.oci.tar"
+#: Where the seed's runcmd puts the image archive; bootstrap.sh imports it from there.
+HOST_IMAGE_ARCHIVE = f"/usr/local/lib/appliance/images/{IMAGE_ARCHIVE_NAME}"
+
+_OVERLAY = "appliance/overlay"
+_IMAGES = "appliance/images"
+_SEED = "nocloud"
+_BOOTSTRAP_ENV = "etc/appliance/bootstrap.env"
+_TRUST_PEM = "etc/appliance/trust.pem"
+#: The overlay files the host needs; stage_overlay and remaster refuse a tree without them.
+_OVERLAY_FILES = (
+    "etc/systemd/system/appliance-bootstrap.service",
+    "etc/systemd/system/appliance-bootstrap.timer",
+    "usr/local/lib/appliance/bootstrap.sh",
+    _BOOTSTRAP_ENV,
+)
+REQUIRED_STAGED_FILES: tuple[str, ...] = (
+    *(f"{_OVERLAY}/{f}" for f in (*_OVERLAY_FILES, _TRUST_PEM)),
+    f"{_IMAGES}/{IMAGE_ARCHIVE_NAME}",
+    f"{_SEED}/user-data",
+    f"{_SEED}/meta-data",
+)
+_PLACEHOLDER = re.compile(r"@[A-Z_]+@")
+_ISO_MAGIC_OFFSET = 16 * 2048  # the primary volume descriptor, sector 16
+_XORRISO_TIMEOUT_S = 3600
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+class IsoInputError(InvalidInputError):
+    """The inputs of the ISO (name, registry, keys, …) are invalid."""
+
+
+class BaseIsoError(InvalidInputError):
+    """The base ISO is missing, not an ISO 9660 image, or already remastered."""
+
+
+class StagingError(InvalidInputError):
+    """The staging directory is incomplete, not empty, or holds unexpected entries."""
+
+
+class DestinationExistsError(InvalidInputError):
+    """An output file exists and ``overwrite`` was not given."""
+
+
+# -- inputs ----------------------------------------------------------------------------
+
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_HOSTNAME_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
+_VOLUME_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("must be lowercase letters, digits and '-' (a DNS label)")
+    return value
+
+
+def _check_version(value: str) -> str:
+    if not semver.Version.is_valid(value):
+        raise ValueError("must be a semantic version such as 1.4.0 (no leading 'v')")
+    return value
+
+
+def _check_registry(value: str) -> str:
+    host, _, namespace = value.partition("/")
+    try:
+        Reference(host, f"{namespace}/probe" if namespace else "probe")
+    except InvalidReferenceError:
+        raise ValueError(
+            "must be host[:port] optionally followed by /namespace (lowercase path)"
+        ) from None
+    return value
+
+
+def _check_channel(value: str) -> str:
+    try:
+        check_tag(value)
+    except InvalidReferenceError:
+        raise ValueError("must be a valid tag (letters, digits, '_', '.', '-')") from None
+    return value
+
+
+def _check_hostname(value: str) -> str:
+    labels = value.split(".")
+    if len(value) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
+        raise ValueError("must be a lowercase RFC 1123 hostname")
+    return value
+
+
+def _check_user(value: str) -> str:
+    if not _USER.match(value):
+        raise ValueError("must be a POSIX user name (lowercase, starting with a letter or '_')")
+    return value
+
+
+def _check_ssh_key(value: str) -> str:
+    if "\n" in value.strip() or not value.strip():
+        raise ValueError("each SSH key must be one line")
+    try:
+        load_ssh_public_key(value.strip().encode())
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError(
+            f"not an SSH public key ed25519/ecdsa/rsa line: {value.strip()[:40]!r}"
+        ) from None
+    return value.strip()
+
+
+def _check_trust_pem(value: str) -> str:
+    try:
+        TrustStore.from_pem(value.encode(), what="trust_pem")
+    except InvalidInputError as exc:
+        raise ValueError(exc.message) from None
+    return value if value.endswith("\n") else value + "\n"
+
+
+def _check_volume_id(value: str) -> str:
+    if not _VOLUME_ID.match(value):
+        raise ValueError("must be 1-32 characters of letters, digits, '_', '.', '-'")
+    return value
+
+
+def default_volume_id(name: str, version: str) -> str:
+    """``<NAME>_<VERSION>`` in ISO 9660 d-characters (A-Z, 0-9, _), at most 32."""
+    return re.sub(r"[^A-Z0-9_]", "_", f"{name}_{version}".upper())[:32]
+
+
+class IsoInputs(BaseModel):
+    """What one appliance ISO is made of; invalid values cannot be constructed.
+
+    The seed mounts the ISO by its volume id (``label``: ``volume_id``, default
+    ``default_volume_id(name, version)``); pass the same ``volume_id`` to ``remaster``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, AfterValidator(_check_name)]
+    version: Annotated[str, AfterValidator(_check_version)]
+    registry: Annotated[str, AfterValidator(_check_registry)]
+    channel: Annotated[str, AfterValidator(_check_channel)]
+    hostname: Annotated[str, AfterValidator(_check_hostname)]
+    ssh_authorized_keys: Annotated[
+        tuple[Annotated[str, AfterValidator(_check_ssh_key)], ...], Field(min_length=1)
+    ]
+    trust_pem: Annotated[str, AfterValidator(_check_trust_pem)]
+    user: Annotated[str, AfterValidator(_check_user)] = "appliance"
+    volume_id: Annotated[str, AfterValidator(_check_volume_id)] | None = None
+
+    @property
+    def label(self) -> str:
+        """The ISO's volume id: ``volume_id``, else ``default_volume_id(name, version)``."""
+        return self.volume_id or default_volume_id(self.name, self.version)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> IsoInputs:
+        """Validate ``data``; raises ``IsoInputError`` naming the first bad field."""
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "(inputs)"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            raise IsoInputError(
+                f"ISO input {loc}: {msg}", hint="fix the value and run again"
+            ) from None
+
+
+# -- the seed and the env file ---------------------------------------------------------
+
+
+class _SeedDumper(yaml.SafeDumper):
+    """Block style; multi-line strings as ``|`` literals; no line folding."""
+
+
+def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_SeedDumper.add_representer(str, _str_presenter)
+
+
+def _dump_yaml(doc: Mapping[str, Any]) -> str:
+    return yaml.dump(
+        doc, Dumper=_SeedDumper, sort_keys=False, default_flow_style=False, width=10_000
+    )
+
+
+def render_bootstrap_env(inputs: IsoInputs, template: str) -> str:
+    """Fill the ``@REGISTRY@`` and ``@CHANNEL@`` placeholders of the env template.
+
+    The values are validated to a shell-safe alphabet, and the template single-quotes
+    them. Raises ``StagingError`` when a placeholder is left unfilled.
+    """
+    text = template.replace("@REGISTRY@", inputs.registry).replace("@CHANNEL@", inputs.channel)
+    leftover = _PLACEHOLDER.search(text)
+    if leftover:
+        raise StagingError(
+            f"the bootstrap.env template has an unknown placeholder {leftover.group()}",
+            hint="only @REGISTRY@ and @CHANNEL@ are filled in",
+        )
+    return text
+
+
+def _install_script(label: str) -> str:
+    """The runcmd that copies the overlay and the image from the ISO onto the host."""
+    return (
+        "set -eu; m=/run/appliance-media; mkdir -p \"$m\"; "
+        f"mount -o ro /dev/disk/by-label/{label} \"$m\"; "
+        f"cp -R \"$m/{_OVERLAY}/.\" /; "
+        f"install -D -m 0644 \"$m/{_IMAGES}/{IMAGE_ARCHIVE_NAME}\" {HOST_IMAGE_ARCHIVE}; "
+        "umount \"$m\""
+    )
+
+
+def render_user_data(inputs: IsoInputs, bootstrap_env: str) -> str:
+    """The ``#cloud-config`` user-data: hostname, the admin user (SSH keys only, no
+    password), ``/etc/appliance/bootstrap.env``, and the runcmd that installs the
+    overlay and enables the bootstrap timer."""
+    doc: dict[str, Any] = {
+        "hostname": inputs.hostname,
+        "preserve_hostname": False,
+        "ssh_pwauth": False,
+        "disable_root": True,
+        "users": [
+            {
+                "name": inputs.user,
+                "gecos": "Appliance administrator",
+                "shell": "/bin/bash",
+                "lock_passwd": True,
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "ssh_authorized_keys": list(inputs.ssh_authorized_keys),
+            }
+        ],
+        "write_files": [
+            {
+                "path": f"/{_BOOTSTRAP_ENV}",
+                "owner": "root:root",
+                "permissions": "0644",
+                "content": bootstrap_env,
+            }
+        ],
+        "runcmd": [
+            ["/bin/sh", "-c", _install_script(inputs.label)],
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", "--now", "appliance-bootstrap.timer"],
+        ],
+    }
+    return "#cloud-config\n" + _dump_yaml(doc)
+
+
+def render_meta_data(inputs: IsoInputs) -> str:
+    """The NoCloud meta-data: ``instance-id`` (``<name>-<version>``) and hostname."""
+    return _dump_yaml(
+        {"instance-id": f"{inputs.name}-{inputs.version}", "local-hostname": inputs.hostname}
+    )
+
+
+# -- the image archive -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageArchive:
+    """An OCI archive written by ``export_image_archive``."""
+
+    path: Path
+    digest: Digest
+    media_type: str
+    names: tuple[str, ...]
+    size: int
+
+
+def export_image_archive(
+    store: ContentStore,
+    repo: str,
+    reference: str | Digest,
+    dest_tar: Path,
+    *,
+    registry: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> ImageArchive:
+    """Write ``repo:reference`` (a tag or a digest; an image or an index with all its
+    platforms) from ``store`` to ``dest_tar`` as an OCI archive for ``ctr images import``.
+
+    ``registry`` names the image in the archive (``<registry>/<repo>:<tag>`` and
+    ``<registry>/<repo>@<digest>``, see the module docstring); it defaults to the
+    registry of a ``RegistryClient`` and is required for other stores. The tar is
+    deterministic (``OCILayout.write_tar``) and moved into place only when complete.
+
+    Raises ``DestinationExistsError`` when ``dest_tar`` exists (unless ``overwrite``),
+    ``InvalidInputError`` without a registry name, and what ``ocicore.copy.copy``
+    raises (``NotFoundError``, ``IntegrityError``, ``LayoutError``, registry errors).
+    """
+    dest_tar = Path(dest_tar)
+    if dest_tar.exists() and not overwrite:
+        raise DestinationExistsError(
+            f"{dest_tar} already exists", hint="remove it, or pass overwrite=True"
+        )
+    registry = registry or getattr(store, "registry", None)
+    if not isinstance(registry, str) or not registry:
+        raise InvalidInputError(
+            f"no registry name for the image {repo} in the archive",
+            hint="pass registry=<host[:port]> the appliance will know the image by",
+        )
+    tag = reference if isinstance(reference, str) else None
+    named = Reference(registry, repo, tag)  # validates host, repository and tag
+    dest_tar.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=dest_tar.parent) as tmp:
+        layout = OCILayout(Path(tmp) / "layout", create=True, config=_config_of(store))
+        result = copy(store, repo, reference, layout, repo, tags=(), progress=progress)
+        names = [f"{named.registry}/{repo}@{result.digest}"]
+        if tag is not None:
+            names.insert(0, str(named))
+        entries = [
+            Descriptor(
+                media_type=result.media_type,
+                digest=result.digest,
+                size=result.size,
+                annotations={REF_NAME_ANNOTATION: name},
+            ).model_dump(mode="json", by_alias=True, exclude_none=True)
+            for name in names
+        ]
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+        (layout.path / "index.json").write_bytes(canonical_json(index))
+        # Reopen: the layout must read back, and the entry must resolve to the copy.
+        reopened = OCILayout(layout.path, config=layout.config)
+        if reopened.resolve(repo, result.digest).digest != result.digest:  # pragma: no cover
+            raise InvalidInputError(f"the exported layout does not resolve {result.digest}")
+        reopened.write_tar(dest_tar)
+    return ImageArchive(
+        path=dest_tar,
+        digest=result.digest,
+        media_type=result.media_type,
+        names=tuple(names),
+        size=dest_tar.stat().st_size,
+    )
+
+
+def _config_of(store: ContentStore) -> ClientConfig | None:
+    config = getattr(store, "config", None)
+    return config if isinstance(config, ClientConfig) else None
+
+
+# -- staging ---------------------------------------------------------------------------
+
+
+def stage_overlay(
+    inputs: IsoInputs, overlay_src: Path, image_archive: Path, staging_dir: Path
+) -> Path:
+    """Lay out the ISO's additions in ``staging_dir`` (missing or empty) and return it.
+
+    ``overlay_src`` (normally ``OVERLAY_SOURCE``) is copied to ``appliance/overlay``
+    with ``etc/appliance/bootstrap.env`` rendered from its template and
+    ``etc/appliance/trust.pem`` written from the inputs; ``image_archive`` goes to
+    ``appliance/images/control-plane.oci.tar``; the seed to ``nocloud/``. Modes are
+    normalised: directories 0755, files 0755 when executable in the source, else 0644.
+
+    Raises ``StagingError`` when ``staging_dir`` is not empty, ``overlay_src`` lacks a
+    required file or holds something other than regular files and directories, or
+    ``image_archive`` is not an OCI archive.
+    """
+    overlay_src, staging_dir = Path(overlay_src), Path(staging_dir)
+    _check_overlay_source(overlay_src)
+    _check_image_archive(Path(image_archive))
+    if staging_dir.exists() and (not staging_dir.is_dir() or any(staging_dir.iterdir())):
+        raise StagingError(
+            f"staging directory {staging_dir} is not empty",
+            hint="pass a new or empty directory",
+        )
+    env_text = render_bootstrap_env(inputs, (overlay_src / _BOOTSTRAP_ENV).read_text())
+    staging_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside the destination and renamed into place: never half a staging tree.
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=staging_dir.parent) as tmp:
+        tree = Path(tmp) / "tree"
+        overlay = tree / _OVERLAY
+        overlay.mkdir(mode=0o755, parents=True)
+        for src in sorted(overlay_src.rglob("*")):
+            dest = overlay / src.relative_to(overlay_src)
+            if src.is_dir():
+                dest.mkdir(mode=0o755, parents=True, exist_ok=True)
+            else:
+                dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                shutil.copyfile(src, dest)
+                dest.chmod(0o755 if src.stat().st_mode & 0o111 else 0o644)
+        _write_file(overlay / _BOOTSTRAP_ENV, env_text)
+        _write_file(overlay / _TRUST_PEM, inputs.trust_pem)
+        images = tree / _IMAGES
+        images.mkdir(mode=0o755)
+        shutil.copyfile(image_archive, images / IMAGE_ARCHIVE_NAME)
+        (images / IMAGE_ARCHIVE_NAME).chmod(0o644)
+        seed = tree / _SEED
+        seed.mkdir(mode=0o755)
+        _write_file(seed / "user-data", render_user_data(inputs, env_text))
+        _write_file(seed / "meta-data", render_meta_data(inputs))
+        for directory in (tree, tree / "appliance"):
+            directory.chmod(0o755)
+        if staging_dir.exists():
+            staging_dir.rmdir()
+        tree.rename(staging_dir)
+    return staging_dir
+
+
+def _write_file(path: Path, text: str) -> None:
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o644)
+
+
+def _check_overlay_source(overlay_src: Path) -> None:
+    if not overlay_src.is_dir():
+        raise StagingError(
+            f"overlay source {overlay_src} is not a directory", hint="pass iso/overlay"
+        )
+    missing = [f for f in _OVERLAY_FILES if not (overlay_src / f).is_file()]
+    if missing:
+        raise StagingError(
+            f"overlay source {overlay_src} lacks {', '.join(missing)}",
+            hint="pass the repository's iso/overlay",
+        )
+    for path in overlay_src.rglob("*"):
+        mode = path.lstat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise StagingError(
+                f"overlay source entry {path} is not a regular file or directory",
+                hint="the overlay holds only files and directories",
+            )
+
+
+def _check_image_archive(archive: Path) -> None:
+    if not archive.is_file():
+        raise StagingError(
+            f"image archive {archive} does not exist", hint="run export_image_archive first"
+        )
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            names = {PurePosixPath(m.name).as_posix() for m in tar}
+    except (tarfile.TarError, OSError) as exc:
+        raise StagingError(
+            f"image archive {archive} is not a readable tar ({exc})",
+            hint="pass the OCI archive written by export_image_archive",
+        ) from None
+    if not {"oci-layout", "index.json"} <= names:
+        raise StagingError(
+            f"image archive {archive} is not an OCI archive (no oci-layout/index.json)",
+            hint="pass the OCI archive written by export_image_archive",
+        )
+
+
+def _check_staging(staging_dir: Path) -> None:
+    if not staging_dir.is_dir():
+        raise StagingError(
+            f"staging directory {staging_dir} does not exist", hint="run stage_overlay first"
+        )
+    missing = [f for f in REQUIRED_STAGED_FILES if not (staging_dir / f).is_file()]
+    if missing:
+        raise StagingError(
+            f"staging directory {staging_dir} lacks {', '.join(missing)}",
+            hint="stage it again with stage_overlay",
+        )
+    extra = sorted(p.name for p in staging_dir.iterdir() if p.name not in ("appliance", _SEED))
+    if extra:
+        raise StagingError(
+            f"staging directory {staging_dir} has unexpected entries: {', '.join(extra)}",
+            hint="only appliance/ and nocloud/ go onto the ISO",
+        )
+    for path in staging_dir.rglob("*"):
+        mode = path.lstat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise StagingError(
+                f"staging entry {path} is not a regular file or directory",
+                hint="stage it again with stage_overlay",
+            )
+
+
+# -- remastering -----------------------------------------------------------------------
+
+
+def checksum_path(iso: Path) -> Path:
+    """``<iso>.sha256``, next to the ISO."""
+    return iso.with_name(iso.name + ".sha256")
+
+
+def remaster(
+    base_iso: Path,
+    staging_dir: Path,
+    dest_dir: Path,
+    name: str,
+    version: str,
+    *,
+    volume_id: str | None = None,
+    overwrite: bool = False,
+    epoch: int | None = None,
+    xorriso: str | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Write ``dest_dir/<name>-<version>.iso`` (the base ISO plus ``staging_dir``'s
+    ``appliance/`` and ``nocloud/``, the base's boot setup replayed) and
+    ``<iso>.sha256`` (``<hex>  <file name>``, as ``sha256sum -c`` reads it). Returns the
+    ISO's path.
+
+    ``volume_id`` defaults to ``default_volume_id(name, version)``; ``epoch`` (the time
+    of added files) to ``SOURCE_DATE_EPOCH`` or 0. Two runs with equal inputs and
+    xorriso version write identical bytes (see the module docstring). The ISO is
+    written to a temporary file in ``dest_dir`` and moved into place when complete.
+
+    Raises ``IsoInputError`` for a bad name, version or volume id, ``BaseIsoError``,
+    ``StagingError``, ``DestinationExistsError`` (unless ``overwrite``),
+    ``ToolMissingError`` when xorriso is not installed and ``ToolFailedError`` when it
+    fails.
+    """
+    base_iso, staging_dir, dest_dir = Path(base_iso), Path(staging_dir), Path(dest_dir)
+    for what, value, check in (
+        ("name", name, _check_name),
+        ("version", version, _check_version),
+        ("volume_id", volume_id, _check_volume_id),
+    ):
+        if value is not None:
+            try:
+                check(value)
+            except ValueError as exc:
+                raise IsoInputError(f"ISO {what} {value!r}: {exc}") from None
+    label = volume_id or default_volume_id(name, version)
+    epoch = source_date_epoch() if epoch is None else epoch
+    iso = dest_dir / f"{name}-{version}.iso"
+    checksum = checksum_path(iso)
+    for out in (iso, checksum):
+        if out.exists() and not overwrite:
+            raise DestinationExistsError(
+                f"{out} already exists", hint="remove it, or pass overwrite=True"
+            )
+    uuid = _base_volume_uuid(base_iso) or time.strftime("%Y%m%d%H%M%S00", time.gmtime(epoch))
+    _check_staging(staging_dir)
+    binary = find_tool("xorriso", xorriso)
+    _check_not_remastered(binary, base_iso)
+
+    report = progress or NoProgress()
+    key = f"remaster:{iso.name}"
+    report.start(key, f"remaster {base_iso.name} -> {iso.name}", None)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".remaster-", dir=dest_dir) as tmp:
+            partial = Path(tmp) / iso.name
+            added = ["/appliance", "/nocloud"]
+            args = [
+                "-no_rc",
+                "-abort_on", "FAILURE",
+                "-return_with", "SORRY", "32",
+                "-report_about", "SORRY",
+                "-indev", str(base_iso),
+                "-outdev", str(partial),
+                *(["-joliet", "on"] if _has_joliet(base_iso) else []),
+                "-volid", label,
+                "-iso_nowtime", f"={epoch}",
+                "-volume_date", "uuid", uuid,
+                "-volume_date", "all_file_dates", "set_to_mtime",
+                "-map", str(staging_dir / "appliance"), "/appliance",
+                "-map", str(staging_dir / _SEED), "/nocloud",
+                "-chown_r", "0", *added, "--",
+                "-chgrp_r", "0", *added, "--",
+                "-alter_date_r", "b-c", f"={epoch}", *added, "--",
+                "-boot_image", "any", "replay",
+                "-boot_image", "any", "gpt_disk_guid=volume_date_uuid",
+            ]  # fmt: skip
+            _run_xorriso(binary, args, what=f"remastering {base_iso}", epoch=epoch)
+            digest = _sha256_file(partial)
+            partial.chmod(0o644)
+            # Never a new ISO next to an old checksum, even if the next write fails.
+            checksum.unlink(missing_ok=True)
+            os.replace(partial, iso)
+        _write_atomic(checksum, f"{digest}  {iso.name}\n".encode())
+    except BaseException:
+        report.finish(key, "failed")
+        raise
+    report.finish(key, "done")
+    return iso
+
+
+def _run_xorriso(binary: str, args: Sequence[str], *, what: str, epoch: int) -> str:
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
+    try:
+        proc = subprocess.run(
+            [binary, *args], capture_output=True, timeout=_XORRISO_TIMEOUT_S, env=env,
+            check=False,
+        )  # fmt: skip
+    except FileNotFoundError:
+        raise ToolMissingError(
+            f"xorriso at {binary} does not exist",
+            hint="run ./scripts/setup.sh (it installs xorriso), or put xorriso on PATH",
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise ToolFailedError(f"{what}: xorriso did not finish in {_XORRISO_TIMEOUT_S}s") from None
+    stderr = proc.stderr.decode(errors="replace")
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+        problem = next(
+            (ln for ln in lines if any(s in ln for s in (": FAILURE :", ": SORRY :", "FATAL"))),
+            lines[-1] if lines else "",
+        )
+        raise ToolFailedError(
+            f"{what}: xorriso failed (exit {proc.returncode}): {problem}",
+            hint="run the xorriso command by hand to see all output",
+            stderr=stderr,
+        )
+    return proc.stdout.decode(errors="replace")
+
+
+def _check_not_remastered(binary: str, base_iso: Path) -> None:
+    """Refuse a base that already has /appliance or /nocloud (xorriso would merge)."""
+    out = _run_xorriso(
+        binary,
+        ["-no_rc", "-abort_on", "FAILURE", "-return_with", "SORRY", "32",
+         "-report_about", "SORRY", "-indev", str(base_iso), "-find", "/", "-maxdepth", "1"],
+        what=f"reading {base_iso}",
+        epoch=0,
+    )  # fmt: skip
+    present = {line.strip().strip("'") for line in out.splitlines()}
+    taken = sorted(p for p in ("/appliance", "/nocloud") if p in present)
+    if taken:
+        raise BaseIsoError(
+            f"base ISO {base_iso} already contains {', '.join(taken)}",
+            hint="remaster the original base ISO, not an appliance ISO",
+        )
+
+
+def _read_descriptors(base_iso: Path) -> list[bytes]:
+    """The ISO 9660 volume descriptors (sector 16 up to the terminator)."""
+    if not base_iso.is_file():
+        raise BaseIsoError(f"base ISO {base_iso} does not exist", hint="check the path")
+    descriptors: list[bytes] = []
+    with base_iso.open("rb") as fh:
+        fh.seek(_ISO_MAGIC_OFFSET)
+        for _ in range(64):
+            block = fh.read(2048)
+            if len(block) < 2048 or block[1:6] != b"CD001":
+                break
+            if block[0] == 255:
+                return descriptors
+            descriptors.append(block)
+    if descriptors and descriptors[0][0] == 1:
+        return descriptors
+    raise BaseIsoError(
+        f"base ISO {base_iso} is not an ISO 9660 image (no volume descriptors at sector 16)",
+        hint="pass the distribution's installer or live ISO",
+    )
+
+
+def _base_volume_uuid(base_iso: Path) -> str | None:
+    """The base's volume modification time (``YYYYMMDDhhmmsscc``), GRUB's fs-uuid."""
+    pvd = _read_descriptors(base_iso)[0]
+    value = pvd[830:846].decode("ascii", errors="replace")
+    if value.isdigit() and value != "0" * 16 and 1970 <= int(value[:4]) <= 2999:
+        return value
+    return None
+
+
+def _has_joliet(base_iso: Path) -> bool:
+    """Whether the base has a Joliet tree (xorriso drops it unless asked to keep one)."""
+    return any(
+        d[0] == 2 and d[88:91] in (b"%/@", b"%/C", b"%/E") for d in _read_descriptors(base_iso)
+    )
+
+
+def _sha256_file(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
