@@ -18,7 +18,6 @@ from consumer.resolve import Resolver
 from consumer.signatures import TrustStore
 from consumer.verify import verify_release
 from ocicore.client import RegistryClient
-from ocicore.credentials import Credentials
 from ocicore.errors import NotFoundError
 from ocicore.pool import ClientPool
 from publisher.signing import generate_keypair
