@@ -25,8 +25,13 @@ from typing import Any
 
 import click
 
+from consumer.plan import plan_install
+from consumer.reconcile import reconcile_offline
+from consumer.render import apply, diff, diff_cluster, manifest_stream, render
 from consumer.resolve import ResolvedRelease, Resolver
 from consumer.signatures import TrustFileError, TrustStore
+from consumer.site import SiteError, SiteSettings, read_site
+from consumer.tools import Kubectl
 from consumer.verify import verify_release
 from ocicore.client import RegistryClient
 from ocicore.digest import Digest
@@ -217,6 +222,152 @@ def control_plane_image(settings: Settings, channel: str, allow_downgrade: bool,
     located = str(resolved.locate(reference))
     settings.emit({"reference": located, "version": resolved.manifest.version,
                    "digest": str(resolved.digest)}, lambda: [located])
+
+
+def _site(path: Path | None) -> SiteSettings:
+    if path is None:
+        raise click.UsageError("no site settings: pass --site (YAML: hostname, …)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SiteError(f"cannot read the site settings {path}: {exc.strerror}") from None
+    return read_site(data, what=f"site settings {path}")
+
+
+def site_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--site", type=click.Path(path_type=Path),
+                        envvar="APPLIANCE_RELEASE_SITE",
+                        help="Site settings (YAML): hostname, database/SMTP hosts, tenant.")(func)
+
+
+def kube_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--kubeconfig", type=click.Path(path_type=Path),
+                        help="kubeconfig for the appliance's cluster.")(func)
+    func = click.option("--context", help="kubeconfig context.")(func)
+    return func
+
+
+@cli.command()
+@selector_options
+@release_options
+@site_option
+@pass_settings
+def plan(settings: Settings, channel: str | None, version: str | None, digest: str | None,
+         allow_downgrade: bool, repository: str, trust: Path | None, state: Path | None,
+         site: Path | None) -> None:
+    """Print the install plan (Flux objects, values and selection ConfigMaps) as YAML."""
+    site_settings = _site(site)
+    with settings.client() as client:
+        _, resolved = resolve_selected(settings, client, repository, trust, state, channel,
+                                       version, digest, allow_downgrade)
+    install = plan_install(resolved, site_settings)
+    if settings.output == "json":
+        click.echo(json.dumps(install.to_dicts(), indent=2, sort_keys=True))
+    else:
+        click.echo(manifest_stream(install).decode(), nl=False)
+
+
+@cli.command("render")
+@selector_options
+@release_options
+@site_option
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Directory to write one YAML file per object into (must be empty).")
+@click.option("--overwrite", is_flag=True, help="Replace the directory's content.")
+@pass_settings
+def render_command(settings: Settings, channel: str | None, version: str | None,
+                   digest: str | None, allow_downgrade: bool, repository: str,
+                   trust: Path | None, state: Path | None, site: Path | None, out_dir: Path,
+                   overwrite: bool) -> None:
+    """Write the install plan as YAML files (what apply would apply)."""
+    site_settings = _site(site)
+    with settings.client() as client:
+        _, resolved = resolve_selected(settings, client, repository, trust, state, channel,
+                                       version, digest, allow_downgrade)
+    written = render(plan_install(resolved, site_settings), out_dir, overwrite=overwrite)
+    settings.emit({"directory": str(out_dir), "files": [p.name for p in written]},
+                  lambda: [f"wrote {len(written)} objects to {out_dir}"])
+
+
+@cli.command("apply")
+@selector_options
+@release_options
+@site_option
+@kube_options
+@pass_settings
+def apply_command(settings: Settings, channel: str | None, version: str | None,
+                  digest: str | None, allow_downgrade: bool, repository: str,
+                  trust: Path | None, state: Path | None, site: Path | None,
+                  kubeconfig: Path | None, context: str | None) -> None:
+    """Verify, then apply the install plan with kubectl (server-side) and record the
+    installed release in the anti-rollback state."""
+    site_settings = _site(site)
+    with settings.client() as client, settings.pool(client) as pool:
+        resolver, resolved = resolve_selected(settings, client, repository, trust, state,
+                                              channel, version, digest, allow_downgrade)
+        verify_release(resolved, pool)
+    install = plan_install(resolved, site_settings)
+    output = apply(install, Kubectl(kubeconfig=kubeconfig, context=context))
+    resolver.record_installed(resolved)
+    settings.emit({"version": resolved.manifest.version, "digest": str(resolved.digest),
+                   "kubectl": output},
+                  lambda: [*output.splitlines(),
+                           f"installed {resolved.manifest.version} ({resolved.digest})"])
+
+
+@cli.command("diff")
+@selector_options
+@release_options
+@site_option
+@kube_options
+@click.option("--against", type=click.Path(path_type=Path),
+              help="A rendered directory to compare with (default: the cluster).")
+@pass_settings
+def diff_command(settings: Settings, channel: str | None, version: str | None,
+                 digest: str | None, allow_downgrade: bool, repository: str,
+                 trust: Path | None, state: Path | None, site: Path | None,
+                 kubeconfig: Path | None, context: str | None, against: Path | None) -> None:
+    """Show what applying the plan would change (in a directory or the cluster)."""
+    site_settings = _site(site)
+    with settings.client() as client:
+        _, resolved = resolve_selected(settings, client, repository, trust, state, channel,
+                                       version, digest, allow_downgrade)
+    install = plan_install(resolved, site_settings)
+    if against is not None:
+        result = diff(install, against)
+        settings.emit({"added": result.added, "removed": result.removed,
+                       "changed": result.changed},
+                      lambda: result.lines() or ["no differences"])
+        return
+    cluster = diff_cluster(install, Kubectl(kubeconfig=kubeconfig, context=context))
+    click.echo(cluster.output or "no differences", nl=False)
+
+
+@cli.command("reconcile")
+@selector_options
+@release_options
+@site_option
+@click.option("--workdir", type=click.Path(path_type=Path), required=True,
+              help="Directory for the bundle, charts and rendered manifests (must not exist "
+              "or be empty).")
+@pass_settings
+def reconcile_command(settings: Settings, channel: str | None, version: str | None,
+                      digest: str | None, allow_downgrade: bool, repository: str,
+                      trust: Path | None, state: Path | None, site: Path | None,
+                      workdir: Path) -> None:
+    """Render offline exactly what the appliance would run (kustomize + helm template)
+    and check that every container image is one the release pins."""
+    site_settings = _site(site)
+    with settings.client() as client, settings.pool(client) as pool:
+        _, resolved = resolve_selected(settings, client, repository, trust, state, channel,
+                                       version, digest, allow_downgrade)
+        result = reconcile_offline(resolved, site_settings, pool, workdir)
+    settings.emit({"directory": str(result.directory), "images": list(result.images),
+                   "releases": list(result.releases)},
+                  lambda: [f"rendered {len(result.manifests)} objects of "
+                           f"{len(result.releases)} releases into {result.directory}",
+                           "images (all pinned by the release):",
+                           *(f"  {image}" for image in result.images)])
 
 
 def _load_plugin_commands() -> None:
