@@ -222,6 +222,7 @@ def test_refusals_write_nothing(
         ]
         code, out, err = _run(capsys, *args)
         assert code == expected_code, err
+        assert out == ""
         assert fragment in err and err.count("\n") == 1 and err.startswith("error: ")
         assert state.read_bytes() == recorded
         assert not out_dir.exists() or not any(out_dir.iterdir())
