@@ -177,3 +177,35 @@ def test_unknown_channel_is_refused(registry_token: object, signer: Signer, tmp_
     config = _config("nochan")
     with _client(registry_token) as client, pytest.raises(PromotionError, match="not one of"):
         promote(client, config, "1.0.0", "beta", signer)  # type: ignore[arg-type]
+
+
+def test_pushed_manifest_is_readable_valid_and_pullable_by_oras(
+    registry: object, signer: Signer, tmp_path: Path
+) -> None:
+    """What we push: the tolerant reader reads it, the published JSON Schema accepts it,
+    and oras-py (an independent client) pulls the same bytes."""
+    import json
+
+    import jsonschema
+    import oras.client
+
+    from ocicore.models import Manifest
+
+    config = _config("alga")  # the profile values name images under alga/
+    with RegistryClient(registry.host, credentials=None) as client:  # type: ignore[attr-defined]
+        report = publish_version(client, config, "4.0.0", signer)  # type: ignore[arg-type]
+        parsed = client.get_manifest(config.release_repository, report.digest).parse()  # type: ignore[attr-defined, arg-type]
+        assert isinstance(parsed, Manifest)
+        data = client.fetch_blob_bytes(config.release_repository, parsed.config)  # type: ignore[attr-defined]
+    release = read_manifest(data)
+    assert release.version == "4.0.0" and release.locks is not None
+    schema = json.loads(
+        (Path(__file__).parents[2] / "schema" / "release-manifest.v1.json").read_text()
+    )
+    jsonschema.validate(
+        json.loads(data), schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    target = f"{registry.host}/{config.release_repository}:4.0.0"  # type: ignore[attr-defined]
+    files = oras.client.OrasClient(insecure=True).pull(target=target, outdir=str(tmp_path))
+    assert [Path(f).name for f in files] == ["release-manifest.json"]
+    assert (tmp_path / "release-manifest.json").read_bytes() == data
