@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$PWD/.tools/bin:$PATH"
-exec .venv/bin/python -m publisher.demo "$@"
+exec .venv/bin/python scripts/demo.py "$@"

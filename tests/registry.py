@@ -491,6 +491,19 @@ def _token_options(server: TokenServer) -> _Options:
     return _Options(auth="token", token_server=server, token_bundle=server.root_bundle)
 
 
+@contextlib.contextmanager
+def token_registry(workdir: Path) -> Iterator[RegistryInstance]:
+    """A registry with bearer-token auth and its token server, outside pytest (the demo)."""
+    ca = TestCA.create("appliance-release token CA")
+    key, cert = ca.issue("token signer")
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = TokenServer(service=TOKEN_SERVICE, issuer=TOKEN_ISSUER, signing_key=key,
+                         cert_chain=[cert], users={TOKEN_USER: TOKEN_PASSWORD},
+                         root_bundle=ca.write_pem(workdir / "token-root.crt"))
+    with server, running_registry(workdir / "registry", _token_options(server)) as instance:
+        yield instance
+
+
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryInstance]:
     with running_registry(tmp_path_factory.mktemp("registry"), _Options()) as instance:
