@@ -191,7 +191,7 @@ def test_pushed_manifest_is_readable_valid_and_pullable_by_oras(
 
     from ocicore.models import Manifest
 
-    config = _config("alga")  # the profile values name images under alga/
+    config = _config("oras")
     with RegistryClient(registry.host, credentials=None) as client:  # type: ignore[attr-defined]
         report = publish_version(client, config, "4.0.0", signer)  # type: ignore[arg-type]
         parsed = client.get_manifest(config.release_repository, report.digest).parse()  # type: ignore[attr-defined, arg-type]
