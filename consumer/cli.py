@@ -371,8 +371,14 @@ def reconcile_command(settings: Settings, channel: str | None, version: str | No
 
 
 def _load_plugin_commands() -> None:
+    """Add the publisher's commands when it is installed; an appliance (consumer and
+    ocicore only) simply has fewer commands."""
     for ep in entry_points(group="appliance_release.commands"):
-        command = ep.load()
+        try:
+            command = ep.load()
+        except ImportError as exc:
+            logging.getLogger(__name__).debug("command %s unavailable: %s", ep.name, exc)
+            continue
         if isinstance(command, click.Command):
             cli.add_command(command, ep.name)
 
