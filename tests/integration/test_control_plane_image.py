@@ -65,7 +65,9 @@ def _source_tree(dest: Path) -> Path:
 
 
 def _build(spec: ImageBuildSpec, source_root: Path) -> BuiltImage:
-    return build_image(spec, source_root=source_root, epoch=1_700_000_000, **INPUTS)
+    return build_image(spec, source_root=source_root, epoch=1_700_000_000,
+                       version=INPUTS["version"], revision=INPUTS["revision"],
+                       source=INPUTS["source"])
 
 
 @pytest.fixture(scope="module")
