@@ -23,7 +23,7 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "control_plane": frozenset({"publisher"}),
     "publisher": frozenset({"control_plane"}),
 }
-CLI_MODULES = frozenset({"consumer.cli", "publisher.cli"})
+CLI_MODULES = frozenset({"consumer.cli", "publisher.cli", "publisher.cli_ops"})
 
 
 @dataclass(frozen=True)
