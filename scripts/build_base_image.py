@@ -34,9 +34,10 @@ How the root filesystem is changed on its way into the layer, and why:
   ``mount`` …): the service runs as UID 10001 with no privilege escalation, and a
   deterministic packer refuses to write them. Hard links become separate files.
 
-The image is not byte-for-byte reproducible across days (Debian publishes new package
-versions), which is why it is cached: the control-plane image built on top of it is
-deterministic given this base's digest. The package list is in ``<layout>/PACKAGES``.
+Two runs against the same Debian package set gave the same digest; when Debian publishes
+new package versions the digest changes, which is why the image is built once and cached:
+the control-plane image built on top of it is deterministic given this base's digest. The
+package list is in ``<layout>/PACKAGES``.
 
 Needs root (debootstrap, and reading the root filesystem with its real owners) and the
 ``debootstrap`` package; both failures say so in one line (exit 2).

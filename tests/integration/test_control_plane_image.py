@@ -28,10 +28,11 @@ import httpx
 import pytest
 
 from ocicore.client import RegistryClient
+from ocicore.copy import copy
 from ocicore.layout import OCILayout
 from ocicore.models import OCI_MANIFEST
 from publisher.image_build import BuiltImage, build_image, push_image
-from publisher.image_spec import ImageBuildSpec, load_build_spec
+from publisher.image_spec import BaseSection, ImageBuildSpec, load_build_spec
 from tests.registry import RegistryInstance, free_port
 from tests.tools import ROOT, require_tool
 
@@ -268,3 +269,31 @@ def test_unpacked_image_runs_its_entrypoint_and_answers_health(
     assert [e["event"] for e in events if e["event"] in ("listening", "stopped")] == [
         "listening", "stopped"]
     assert any(e.get("path") == "/healthz" and e.get("status") == 200 for e in events)
+
+
+def test_a_registry_base_is_read_by_digest_and_its_layers_mounted(
+    spec: ImageBuildSpec, built: BuiltImage, registry: RegistryInstance, tmp_path: Path
+) -> None:
+    """The base pinned by digest in a registry (``reference`` in build.toml): the build
+    reads it there, and the push mounts its layers from the base repository."""
+    base_repo = f"base/debian-python3-{uuid.uuid4().hex[:8]}"
+    target_repo = f"alga/appliance-control-plane-{uuid.uuid4().hex[:8]}"
+    base_digest = built.images[0].base.manifest_digest
+    with _client(registry) as client:
+        copy(OCILayout(BASE_LAYOUT), "base/debian-python3", base_digest, client, base_repo)
+        from_registry = spec.model_copy(update={"base": BaseSection(
+            reference=f"{registry.host}/{base_repo}@{base_digest}")})
+        rebuilt = build_image(from_registry, base_store=client, source_root=ROOT,
+                              epoch=1_700_000_000, version=INPUTS["version"],
+                              revision=INPUTS["revision"], source=INPUTS["source"])
+        # Same layers and config as the layout build; only the base's name differs.
+        assert rebuilt.new_blobs() == built.new_blobs()
+        annotations = json.loads(rebuilt.data)["annotations"]
+        assert annotations["org.opencontainers.image.base.name"].startswith(registry.host)
+
+        before = client.stats.bytes_uploaded
+        result = push_image(rebuilt, client, target_repo, INPUTS["version"])
+        base_layers = built.images[0].base.manifest.layers
+        assert result.blobs_mounted >= len(base_layers)
+        new_bytes = sum(len(b) for b in built.new_blobs().values())
+        assert client.stats.bytes_uploaded - before == result.bytes_uploaded == new_bytes
