@@ -115,16 +115,21 @@ def check_rollback(
 ) -> None:
     """Raise ``RollbackError`` when the offered release is older than the installed one.
 
-    Order: ``sequence`` when both sides have one, else SemVer of ``version``. The same
-    version under another digest is refused too (a version is immutable).
+    Older means either order going backwards: a lower ``sequence`` (published earlier: a
+    replayed old release) or a lower SemVer ``version`` (a later-published release of an
+    older line would downgrade the application and its data). The same version under
+    another digest is refused too (a version is immutable).
     """
     current = state.channels.get(channel)
     if current is None or current.digest == digest or allow_downgrade:
         return
-    if current.sequence is not None and sequence is not None:
-        older = sequence < current.sequence
-    else:
-        older = semver_lt(version, current.version)
+    has_sequences = current.sequence is not None and sequence is not None
+    older = has_sequences and sequence < current.sequence  # type: ignore[operator]
+    try:
+        older = older or semver_lt(version, current.version)
+    except RollbackError:
+        if not has_sequences:  # nothing to order the two releases by
+            raise
     if older:
         raise RollbackError(
             f"channel {channel!r} offers {version} (sequence {sequence}), older than the "

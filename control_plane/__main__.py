@@ -7,9 +7,12 @@ setting.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from control_plane.service import ServiceSettings, SettingsError, configure_logging, log, serve
+from control_plane.updates import Updater, UpdateSettings
+from ocicore.errors import ToolkitError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,10 +24,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         settings = ServiceSettings.from_environ()
+        update_settings = UpdateSettings.from_environ(os.environ)
+        updater = None if update_settings is None else Updater(update_settings,
+                                                               settings.state_file)
     except SettingsError as exc:
         log.error("invalid setting", extra={"fields": {"error": exc.message, "hint": exc.hint}})
         return 2
-    return serve(settings)
+    except (ToolkitError, OSError) as exc:
+        log.error("invalid update settings", extra={"fields": {"error": str(exc)}})
+        return 2
+    return serve(settings, updater)
 
 
 if __name__ == "__main__":

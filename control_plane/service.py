@@ -9,8 +9,11 @@ nothing beyond what ``consumer`` already imports). Endpoints, all answering JSON
 ``GET /status``    200 with the installed release per channel, read from the consumer's
                    anti-rollback state file (``consumer.state``); a state file that
                    exists but is damaged is a 500 naming the problem and the fix.
-``POST /update``   501: updates through the control plane are not implemented yet; the
-                   answer says what to use instead. It is not faked.
+``GET /update``    the configured channel's release (resolved, signature-checked) and
+                   whether it differs from the installed one (``control_plane.updates``).
+``POST /update``   resolve, verify, plan and apply the channel's release to the cluster,
+                   then record it; needs ``Authorization: Bearer <token>``. 404 with a
+                   reason when updates are not configured (no ``CONTROL_PLANE_REGISTRY``).
 
 Everything else is 404 (unknown path) or 405 (known path, other method). Settings come
 from the environment (``ServiceSettings.from_environ``); logs are JSON lines on stderr,
@@ -30,12 +33,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from consumer.state import StateFileError, load_state
+from control_plane.updates import Updater
 from ocicore.errors import InvalidInputError
 
 log = logging.getLogger("control_plane")
@@ -152,19 +157,31 @@ def status(settings: ServiceSettings) -> Response:
     return 200, {"stateFile": str(settings.state_file), "channels": channels}
 
 
-def update(settings: ServiceSettings) -> Response:
-    return 501, {
-        "error": "not implemented",
-        "message": "updates through the control plane are not available in this version; "
-        "resolve, verify and install a release with the appliance-release CLI",
-    }
+_NO_UPDATES = (404, {"error": "updates are not configured on this control plane",
+                     "hint": "set CONTROL_PLANE_REGISTRY and the related variables"})
 
 
-ROUTES: dict[str, dict[str, Callable[[ServiceSettings], Response]]] = {
-    "/healthz": {"GET": healthz},
-    "/readyz": {"GET": readyz},
-    "/status": {"GET": status},
-    "/update": {"POST": update},
+def update_check(server: ControlPlaneServer, headers: Message) -> Response:
+    return server.updater.check() if server.updater is not None else _NO_UPDATES
+
+
+def update_apply(server: ControlPlaneServer, headers: Message) -> Response:
+    if server.updater is None:
+        return _NO_UPDATES
+    refused = server.updater.authorised(headers.get("Authorization"))
+    return refused if refused is not None else server.updater.apply()
+
+
+def _settings_only(handler: Callable[[ServiceSettings], Response]) -> Route:
+    return lambda server, headers: handler(server.settings)
+
+
+Route = Callable[["ControlPlaneServer", Message], Response]
+ROUTES: dict[str, dict[str, Route]] = {
+    "/healthz": {"GET": _settings_only(healthz)},
+    "/readyz": {"GET": _settings_only(readyz)},
+    "/status": {"GET": _settings_only(status)},
+    "/update": {"GET": update_check, "POST": update_apply},
 }
 
 
@@ -201,7 +218,7 @@ class ControlPlaneHandler(BaseHTTPRequestHandler):
             code, body = 405, {"error": f"{path} does not accept {method}; use {allow}"}
         else:
             try:
-                code, body = methods[method](self.server.settings)
+                code, body = methods[method](self.server, self.headers)
             except Exception:
                 log.exception("handler failed", extra={"fields": {"path": path}})
                 code, body = 500, {"error": "internal error; see the service log"}
@@ -242,15 +259,16 @@ class ControlPlaneHandler(BaseHTTPRequestHandler):
 class ControlPlaneServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, settings: ServiceSettings) -> None:
+    def __init__(self, settings: ServiceSettings, updater: Updater | None = None) -> None:
         super().__init__((settings.bind, settings.port), ControlPlaneHandler)
         self.settings = settings
+        self.updater = updater
 
 
-def serve(settings: ServiceSettings) -> int:
+def serve(settings: ServiceSettings, updater: Updater | None = None) -> int:
     """Serve until SIGTERM or SIGINT; returns the exit code (0 after a clean stop)."""
     try:
-        server = ControlPlaneServer(settings)
+        server = ControlPlaneServer(settings, updater)
     except OSError as exc:
         log.error("cannot listen", extra={"fields": {
             "bind": settings.bind, "port": settings.port, "error": exc.strerror}})

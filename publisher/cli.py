@@ -87,7 +87,8 @@ def publish(settings: Settings, version: str, channel: str | None, image_tag: tu
     commit = _git(root, "rev-parse", "HEAD") or "0" * 40
     branch = _git(root, "rev-parse", "--abbrev-ref", "HEAD") or "main"
     signer = _signer(config, key, root)
-    source = source_repository or _git(root, "remote", "get-url", "origin") or str(root)
+    # never the build machine's path: it would make the image digest machine-dependent
+    source = source_repository or _git(root, "remote", "get-url", "origin") or "unknown"
     with _client(settings, config) as client:
         request = PublishRequest(
             config=config, root=root, registry=client.registry, version=version,

@@ -21,7 +21,7 @@ def control_plane_builder(root: Path, config: ReleaseConfig, *, version: str, re
 
     def build(client: RegistryClient | None, repository: str, tag: str) -> Digest:
         built = build_image(spec, source_root=root, version=version, revision=revision,
-                            source=source or str(root), epoch=epoch)
+                            source=source or "unknown", epoch=epoch)
         if client is not None:
             push_image(built, client, repository, tag)
         return built.digest

@@ -117,3 +117,19 @@ def test_state_survives_sigkill_during_writes(tmp_path: Path) -> None:
         leftovers = [p.name for p in tmp_path.iterdir() if p.name != "state.json"]
         for name in leftovers:  # a killed writer may leave its temp file, never the target
             assert name.startswith(".state.json.")
+
+
+def test_a_lower_version_published_later_is_still_a_downgrade() -> None:
+    state = _state("2.0.0", 1, D1)
+    with pytest.raises(RollbackError, match=r"offers 1\.9\.0 \(sequence 2\), older than"):
+        check_rollback(state, "stable", "1.9.0", 2, D2)
+    check_rollback(state, "stable", "2.0.1", 2, D2)
+
+
+def test_non_semver_versions_fall_back_to_sequence() -> None:
+    state = _state("build-7", 7, D1)
+    check_rollback(state, "stable", "build-8", 8, D2)
+    with pytest.raises(RollbackError, match="older than"):
+        check_rollback(state, "stable", "build-6", 6, D2)
+    with pytest.raises(RollbackError, match="cannot order versions"):
+        check_rollback(_state("build-7", None, D1), "stable", "build-8", None, D2)
