@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ocicore.digest import Digest
 from ocicore.errors import InvalidInputError, ToolkitError
+from ocicore.fsutil import rfc3339
 from ocicore.jsonutil import canonical_json, load_json_strict
 
 SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -167,9 +168,9 @@ def build_payload(
     if version is not None:
         optional["version"] = version
     if created is not None:
-        optional["created"] = _rfc3339(created)
+        optional["created"] = _stamp(created)
     if expires is not None:
-        optional["expires"] = _rfc3339(expires)
+        optional["expires"] = _stamp(expires)
     doc: dict[str, Any] = {
         "critical": {
             "identity": {"docker-reference": repository},
@@ -181,10 +182,11 @@ def build_payload(
     return canonical_json(doc)
 
 
-def _rfc3339(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        raise InvalidInputError(f"timestamp {moment.isoformat()} has no time zone")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _stamp(moment: datetime) -> str:
+    try:
+        return rfc3339(moment)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,7 @@ def verify_binding(
             continue
         if claims.expires is not None and _aware(claims.expires) <= now:
             misses.append((2, f"the binding of release {digest} to channel {channel!r} "
-                              f"expired at {_rfc3339(_aware(claims.expires))}"))
+                              f"expired at {_stamp(_aware(claims.expires))}"))
             continue
         return ChannelBinding(digest, keyid, claims)
     misses.sort(key=lambda m: m[0], reverse=True)

@@ -8,9 +8,6 @@ silent reset: resetting would re-open the door to rollbacks.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ocicore.digest import Digest
 from ocicore.errors import InvalidInputError, ToolkitError
+from ocicore.fsutil import write_atomic
 from ocicore.jsonutil import canonical_json, load_json_strict
 
 STATE_SCHEMA = "alga.appliance.state/v1"
@@ -82,24 +80,7 @@ def load_state(path: Path) -> ApplianceState:
 
 def save_state(path: Path, state: ApplianceState) -> None:
     """Write ``state`` atomically (and durably) to ``path``."""
-    data = canonical_json(state.model_dump(mode="json", by_alias=True)) + b"\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, canonical_json(state.model_dump(mode="json", by_alias=True)) + b"\n")
 
 
 def record_install(

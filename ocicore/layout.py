@@ -63,6 +63,7 @@ from ocicore.errors import (
     NotFoundError,
     SizeLimitError,
 )
+from ocicore.fsutil import write_atomic
 from ocicore.jsonutil import canonical_json, load_json_strict
 from ocicore.models import OCI_INDEX, Descriptor, Index, Manifest, media_type_of, parse_manifest
 from ocicore.progress import NoProgress, Progress
@@ -493,11 +494,11 @@ class OCILayout:
                 hint="pass a new or empty directory to create a layout",
             )
         (self.path / _BLOBS / "sha256").mkdir(parents=True, exist_ok=True)
-        _write_atomic(
+        write_atomic(
             self.path / _INDEX_FILE,
             canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}),
         )
-        _write_atomic(
+        write_atomic(
             self.path / _LAYOUT_FILE, canonical_json({"imageLayoutVersion": LAYOUT_VERSION})
         )
 
@@ -559,7 +560,7 @@ class OCILayout:
         doc["manifests"] = [
             d.model_dump(mode="json", by_alias=True, exclude_none=True) for d in manifests
         ]
-        _write_atomic(self.path / _INDEX_FILE, canonical_json(doc))
+        write_atomic(self.path / _INDEX_FILE, canonical_json(doc))
 
     @contextlib.contextmanager
     def _index_lock(self) -> Iterator[None]:
@@ -676,23 +677,6 @@ def _digest_of(source: bytes | Path, chunk_size: int) -> Digest:
     for chunk in _chunks(source, chunk_size):
         hasher.update(chunk)
     return Digest("sha256", hasher.hexdigest())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-# -- safe extraction of an untrusted layout tar --------------------------------------
 
 
 def _member_name(member: tarfile.TarInfo, archive: Path) -> PurePosixPath:

@@ -26,10 +26,10 @@ import yaml
 
 from ocicore.digest import Digest
 from ocicore.errors import InvalidInputError
+from ocicore.fsutil import rfc3339
 from ocicore.models import OCI_MANIFEST, Descriptor, Manifest
 from ocicore.store import ContentStore
 from ocicore.tarpack import FileEntry, pack_entries
-from publisher.charts import rfc3339
 from publisher.push import PushResult, push_immutable
 
 FLUX_CONFIG_MEDIA_TYPE = "application/vnd.cncf.flux.config.v1+json"

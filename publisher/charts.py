@@ -14,7 +14,6 @@ import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import yaml
 from consumer.tools import Helm
 from ocicore.digest import Digest
 from ocicore.errors import InvalidInputError
+from ocicore.fsutil import rfc3339
 from ocicore.jsonutil import canonical_json
 from ocicore.models import OCI_MANIFEST, Descriptor, Manifest
 from ocicore.store import ContentStore
@@ -153,10 +153,6 @@ def pack_chart(chart_dir: Path, *, epoch: int) -> PackedChart:
         annotations=annotations,
     )
     return PackedChart(name, version, content, config, manifest.to_json())
-
-
-def rfc3339(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def lint_chart(helm: Helm, chart_dir: Path) -> None:

@@ -27,13 +27,13 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ocicore.copy import copy
 from ocicore.digest import Digest
 from ocicore.errors import NotFoundError
+from ocicore.fsutil import rfc3339
 from ocicore.jsonutil import canonical_json
 from ocicore.layout import OCILayout
 from ocicore.models import OCI_IMAGE_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, Descriptor
@@ -140,10 +140,6 @@ class ImagePushResult:
     blobs_skipped: int
     blobs_mounted: int
     bytes_uploaded: int
-
-
-def rfc3339(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _base_source(

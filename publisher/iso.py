@@ -87,6 +87,7 @@ from ocicore.config import ClientConfig
 from ocicore.copy import copy
 from ocicore.digest import Digest
 from ocicore.errors import InvalidInputError, InvalidReferenceError
+from ocicore.fsutil import write_atomic
 from ocicore.jsonutil import canonical_json
 from ocicore.layout import REF_NAME_ANNOTATION, OCILayout
 from ocicore.models import OCI_INDEX, Descriptor
@@ -690,7 +691,7 @@ def remaster(
             # Never a new ISO next to an old checksum, even if the next write fails.
             checksum.unlink(missing_ok=True)
             os.replace(partial, iso)
-        _write_atomic(checksum, f"{digest}  {iso.name}\n".encode())
+        write_atomic(checksum, f"{digest}  {iso.name}\n".encode())
     except BaseException:
         report.finish(key, "failed")
         raise
@@ -790,17 +791,4 @@ def _sha256_file(path: Path) -> str:
             hasher.update(chunk)
     return hasher.hexdigest()
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 

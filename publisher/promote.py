@@ -11,7 +11,9 @@
 5. claims the next history slot: an immutable-by-convention promotion record (an
    OCI artifact whose subject is the release) tagged ``promotion-<channel>-<NNNNNN>``;
 6. waits ``settle`` seconds and reads the slot back: a concurrent promoter that
-   claimed the same slot later overwrote it, and exactly one claim survives;
+   claimed the same slot later overwrote it, and exactly one claim survives; the
+   previous slot's record must end where this one starts (a promoter that read the
+   history after a rival's claim took the next slot, and loses here);
 7. re-reads the channel (it must still be what was read in 1), moves the tag, and
    reads both back, repairing towards the surviving claim.
 
@@ -27,6 +29,7 @@ always ends on the surviving claim, so history and tag agree.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import re
 import socket
@@ -46,11 +49,14 @@ from consumer.verify import verify_release
 from ocicore.client import RegistryClient
 from ocicore.digest import Digest
 from ocicore.errors import InvalidInputError, NotFoundError, ToolkitError
+from ocicore.fsutil import rfc3339
 from ocicore.jsonutil import canonical_json, load_json_strict
 from ocicore.models import EMPTY_JSON, OCI_EMPTY_CONFIG, OCI_MANIFEST, Descriptor, Manifest
 from ocicore.pool import ClientPool
 from publisher.release_config import ReleaseConfig
 from publisher.signing import Signer, append_signature
+
+log = logging.getLogger(__name__)
 
 PROMOTION_ARTIFACT_TYPE = "application/vnd.alga.appliance.promotion.v1+json"
 _RECORD_TAG = re.compile(r"^promotion-(?P<channel>.+)-(?P<n>[0-9]{6})$")
@@ -160,15 +166,21 @@ def promote(
         n=(records[-1].n if records else 0) + 1, channel=channel,
         to_digest=str(target.digest), to_version=version,
         from_digest=str(current) if current else None, from_version=previous_version,
-        by=actor or default_actor(), at=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        by=actor or default_actor(), at=rfc3339(moment),
     )
     claim_tag = f"promotion-{channel}-{record.n:06d}"
+    if _tag_exists(client, repo, claim_tag):  # a rival claimed the slot since we read
+        raise _lost(client, repo, channel, target.digest)
     claim = _push_record(client, repo, record, target.digest, client.resolve(repo, target.digest))
     sleep(settle)
     survivor = client.resolve(repo, claim_tag).digest
     if survivor != claim:
         raise _lost(client, repo, channel, target.digest)
-    if _current(client, repo, channel) != current:
+    if (record.n > 1 and not _chains(client, repo, channel, record)) or _current(
+            client, repo, channel) != current:
+        # a rival claimed an earlier slot or moved the channel: our claim must not stay
+        # in the history
+        _withdraw(client, repo, claim)
         raise _lost(client, repo, channel, target.digest)
     client.tag_manifest(repo, target.digest, channel)
     sleep(settle)
@@ -199,6 +211,30 @@ def _push_record(client: RegistryClient, repo: str, record: PromotionRecord, dig
     )
     return client.push_manifest(repo, manifest.to_json(), OCI_MANIFEST,
                                 tag=f"promotion-{record.channel}-{record.n:06d}")
+
+
+def _tag_exists(client: RegistryClient, repo: str, tag: str) -> bool:
+    try:
+        client.resolve(repo, tag)
+    except NotFoundError:
+        return False
+    return True
+
+
+def _withdraw(client: RegistryClient, repo: str, claim: Digest) -> None:
+    """Delete a losing claim (best effort: where the registry forbids deletes it stays,
+    and ``history`` shows a record the channel never reached)."""
+    try:
+        client.delete_manifest(repo, claim)
+    except ToolkitError as exc:
+        log.warning("could not withdraw promotion claim %s: %s", claim, exc)
+
+
+def _chains(client: RegistryClient, repo: str, channel: str, record: PromotionRecord) -> bool:
+    """Whether the record of the previous slot ends where ``record`` starts."""
+    previous_tag = f"promotion-{channel}-{record.n - 1:06d}"
+    previous = _record_at(client, repo, client.resolve(repo, previous_tag).digest)
+    return previous.to_digest == record.from_digest
 
 
 def _record_at(client: RegistryClient, repo: str, digest: Digest) -> PromotionRecord:

@@ -36,9 +36,10 @@ from consumer.tools import Helm
 from ocicore.client import RegistryClient
 from ocicore.digest import Digest
 from ocicore.errors import InvalidInputError, NotFoundError
+from ocicore.fsutil import rfc3339
 from ocicore.models import OCI_MANIFEST, Descriptor, Manifest
 from publisher.bundle import BundleInputs, ChartPin, pack_bundle, push_bundle, render_bundle
-from publisher.charts import lint_chart, pack_chart, push_chart, rfc3339
+from publisher.charts import lint_chart, pack_chart, push_chart
 from publisher.push import ImmutableTagError, push_immutable
 from publisher.release_config import ReleaseConfig
 from publisher.signing import Signer, append_signature

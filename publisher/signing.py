@@ -11,8 +11,6 @@ layers are simple-signing payloads, each with its signature annotation.
 from __future__ import annotations
 
 import base64
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from consumer.signatures import SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE,
 from ocicore.client import RegistryClient
 from ocicore.digest import Digest
 from ocicore.errors import InvalidInputError, NotFoundError
+from ocicore.fsutil import write_atomic
 from ocicore.jsonutil import canonical_json
 from ocicore.models import OCI_IMAGE_CONFIG, OCI_MANIFEST, Descriptor, Manifest
 
@@ -69,9 +68,9 @@ def generate_keypair(private_path: Path, public_path: Path, password: bytes | No
     private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
-    _write_atomic(private_path, private_pem, 0o600)
+    write_atomic(private_path, private_pem, mode=0o600)
     signer = Signer(key)
-    _write_atomic(public_path, signer.public_pem(), 0o644)
+    write_atomic(public_path, signer.public_pem())
     return signer
 
 
@@ -96,19 +95,6 @@ def load_signer(path: Path, password: bytes | None) -> Signer:
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise SigningKeyError(f"the signing key {path} is not an ECDSA P-256 key")
     return Signer(key)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def signature_tag(digest: Digest) -> str:
