@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import re
@@ -253,57 +254,77 @@ class RegistryClient:
         Raises ``SizeLimitError`` when the blob is larger than its descriptor or the
         configured cap, ``DigestMismatchError`` when it stays corrupted after retries.
         """
-        check_repository(repository)
-        digest = descriptor.digest
-        what = f"blob {repository}@{digest}"
-        self._check_blob_size(descriptor.size, what)
-        key = str(digest)
-        self.progress.start(key, f"pull {digest.hex[:12]}", descriptor.size)
-        last: IntegrityError | None = None
-        for attempt in range(1, self.config.retry.max_attempts + 1):
+
+        def attempt(what: str) -> IntegrityError | None:
             fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.partial-")
             tmp = Path(tmp_name)
             try:
                 with os.fdopen(fd, "wb") as out:
-                    actual, size = self._download_blob(repository, descriptor, out, what)
-                if size != descriptor.size:
-                    last = IntegrityError(
-                        f"{what}: got {size} bytes, the descriptor says {descriptor.size}",
-                        hint="the download was truncated; retry")
-                elif actual != digest:
-                    last = DigestMismatchError(what, str(digest), str(actual))
-                else:
+                    problem = self._download_verified(repository, descriptor, out, what)
+                if problem is None:
                     os.replace(tmp, dest)
-                    self.progress.finish(key, "done")
-                    return
-            except httpx.TransportError as exc:
-                last = IntegrityError(f"{what}: the download broke off ({exc})",
-                                      hint="the connection is unreliable; retry")
-            except BaseException:
-                self.progress.finish(key, "failed")
-                raise
+                return problem
             finally:
                 tmp.unlink(missing_ok=True)
-            if attempt < self.config.retry.max_attempts:
-                self._http.backoff(attempt, what, str(last))
-        self.progress.finish(key, "failed")
-        assert last is not None
-        raise last
+
+        self._retry_blob(repository, descriptor, attempt)
 
     def fetch_blob_bytes(self, repository: str, descriptor: Descriptor,
                          max_bytes: int | None = None) -> bytes:
         """A small blob (a config) in memory, verified. ``max_bytes`` defaults to the
         manifest cap; larger descriptors are refused before any request."""
         cap = self.config.max_manifest_bytes if max_bytes is None else max_bytes
-        what = f"blob {repository}@{descriptor.digest}"
         if descriptor.size > cap:
             raise SizeLimitError(
-                f"{what} is {descriptor.size} bytes, over the {cap}-byte limit",
-                hint="refusing to read it into memory")
-        with tempfile.TemporaryDirectory(prefix="ocicore-") as tmp:
-            path = Path(tmp) / "blob"
-            self.fetch_blob(repository, descriptor, path)
-            return path.read_bytes()
+                f"blob {repository}@{descriptor.digest} is {descriptor.size} bytes, over the "
+                f"{cap}-byte limit", hint="refusing to read it into memory")
+        buffer = io.BytesIO()
+
+        def attempt(what: str) -> IntegrityError | None:
+            buffer.seek(0)
+            buffer.truncate()
+            return self._download_verified(repository, descriptor, buffer, what)
+
+        self._retry_blob(repository, descriptor, attempt)
+        return buffer.getvalue()
+
+    def _retry_blob(self, repository: str, descriptor: Descriptor,
+                    attempt: Callable[[str], IntegrityError | None]) -> None:
+        """Run ``attempt`` until it reports no problem, retrying broken or corrupted
+        downloads per the policy; raises the last problem."""
+        check_repository(repository)
+        what = f"blob {repository}@{descriptor.digest}"
+        self._check_blob_size(descriptor.size, what)
+        key = str(descriptor.digest)
+        self.progress.start(key, f"pull {descriptor.digest.hex[:12]}", descriptor.size)
+        last: IntegrityError | None = None
+        for number in range(1, self.config.retry.max_attempts + 1):
+            try:
+                last = attempt(what)
+            except httpx.TransportError as exc:
+                last = IntegrityError(f"{what}: the download broke off ({exc})",
+                                      hint="the connection is unreliable; retry")
+            except BaseException:
+                self.progress.finish(key, "failed")
+                raise
+            if last is None:
+                self.progress.finish(key, "done")
+                return
+            if number < self.config.retry.max_attempts:
+                self._http.backoff(number, what, str(last))
+        self.progress.finish(key, "failed")
+        assert last is not None
+        raise last
+
+    def _download_verified(self, repository: str, descriptor: Descriptor, out: Any,
+                           what: str) -> IntegrityError | None:
+        actual, size = self._download_blob(repository, descriptor, out, what)
+        if size != descriptor.size:
+            return IntegrityError(f"{what}: got {size} bytes, the descriptor says "
+                                  f"{descriptor.size}", hint="the download was truncated; retry")
+        if actual != descriptor.digest:
+            return DigestMismatchError(what, str(descriptor.digest), str(actual))
+        return None
 
     def list_tags(self, repository: str, *, missing_ok: bool = False) -> list[str]:
         """All tags of ``repository``, following ``Link`` pagination.
