@@ -182,11 +182,16 @@ class KustomizationSpec:
     timeout: str
     prune: bool = True
     wait: bool = False
+    #: Strategic-merge patches Flux applies to the bundle's objects (``spec.patches``).
+    patches: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"interval": self.interval, "timeout": self.timeout, "path": self.path,
+        spec = {"interval": self.interval, "timeout": self.timeout, "path": self.path,
                 "prune": self.prune, "wait": self.wait,
                 "sourceRef": {"kind": "OCIRepository", "name": self.source}}
+        if self.patches:
+            spec["patches"] = list(self.patches)
+        return spec
 
 
 @dataclass(frozen=True)
@@ -303,10 +308,31 @@ def plan_install(resolved: ResolvedRelease, site: SiteSettings) -> InstallPlan:
     objects.append(Kustomization(
         ObjectMeta(PARENT_KUSTOMIZATION, FLUX_NAMESPACE, labels),
         spec=KustomizationSpec(path="./base", source=CONFIG_SOURCE, interval=site.interval,
-                               timeout=site.timeout),
+                               timeout=site.timeout, patches=_mirror_patches(resolved, site)),
     ))
     return InstallPlan(manifest.version, str(resolved.digest), manifest.values_profile,
                        tuple(objects))
+
+
+def _mirror_patches(resolved: ResolvedRelease, site: SiteSettings) -> tuple[dict[str, Any], ...]:
+    """When the release was resolved from another registry than it was published to (a
+    mirror), the bundle's chart sources still name the publish registry: patch each one
+    to pull from the mirror, by the same digest (the bundle itself stays untouched)."""
+    if resolved.registry == resolved.home_registry:
+        return ()
+    patches = []
+    for name, chart in sorted(((resolved.manifest.locks and resolved.manifest.locks.charts)
+                               or {}).items()):
+        ref = resolved.locate(chart.ref)
+        spec: dict[str, Any] = {"url": f"oci://{ref.registry}/{ref.repository}"}
+        if site.plain_http:
+            spec["insecure"] = True
+        patch = {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+                 "metadata": {"name": name, "namespace": APP_NAMESPACE}, "spec": spec}
+        patches.append({"target": {"kind": "OCIRepository", "name": name,
+                                   "namespace": APP_NAMESPACE},
+                        "patch": dump_yaml(patch)})
+    return tuple(patches)
 
 
 def _profile_values(resolved: ResolvedRelease) -> list[tuple[str, str, str]]:

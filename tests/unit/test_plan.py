@@ -238,6 +238,19 @@ def test_a_mirrored_release_installs_everything_from_the_mirror() -> None:
     # the manifest bytes (release selection) still name the home registry; nothing else does
     rest = [d for d in plan.to_dicts() if d["metadata"]["name"] != "appliance-release"]
     assert HOME not in yaml.safe_dump_all(rest)
+    # the bundle's chart sources name the home registry: the parent Kustomization patches
+    # each of them to pull from the mirror
+    parent = plan.find("Kustomization", "flux-system", "appliance")
+    assert parent is not None
+    patches = parent.to_dict()["spec"]["patches"]
+    charts = sorted(resolved_release(manifest_document()).manifest.locks.charts or {})  # type: ignore[union-attr]
+    assert [p["target"]["name"] for p in patches] == charts
+    for patch in patches:
+        body = yaml.safe_load(patch["patch"])
+        assert body["spec"]["url"] == f"oci://{MIRROR}/alga/charts/{patch['target']['name']}"
+    home = plan_install(resolved_release(manifest_document()), site())
+    home_parent = home.find("Kustomization", "flux-system", "appliance")
+    assert home_parent is not None and "patches" not in home_parent.to_dict()["spec"]
 
 
 def test_images_at_any_depth_are_pinned_and_an_unpinned_one_is_refused() -> None:
