@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_patches_point_every_chart_source_at_the_mirror(tmp_path: Path) -> None:
     resolved = resolved_release(manifest_document(), registry=MIRROR)
-    charts = sorted((resolved.manifest.locks.charts or {}))  # type: ignore[union-attr]
+    charts = sorted(resolved.manifest.locks.charts or {})  # type: ignore[union-attr]
     pins = {c: ChartPin(c, "1.0.0", Digest.of(c.encode())) for c in charts}
     rendered = render_bundle(BundleInputs(
         flux_dir=ROOT / "flux", registry=HOME, charts_repository="alga/charts", charts=pins,
