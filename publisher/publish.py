@@ -142,6 +142,15 @@ def publish(
         store, config.config_repository, request.version, bundle).outcome
     done("bundle", "config bundle", f"{registry}/{config.config_repository}:{request.version}",
          bundle.digest, outcome)
+    # the same signer signs the bundle, so Flux (verify.provider: cosign) can check it
+    bundle_payload = build_payload(f"{registry}/{config.config_repository}", bundle.digest,
+                                   version=request.version)
+    if store is not None:
+        append_signature(store, config.config_repository, bundle.digest, bundle_payload,
+                         request.signer.sign(bundle_payload))
+    done("signature", "config bundle signature",
+         f"{registry}/{config.config_repository}:{bundle.digest.tag_form}.sig",
+         Digest.of(bundle_payload), "planned" if store is None else "signed")
     # 3. control-plane image
     cp_repo = config.control_plane_repository
     cp_digest = request.build_control_plane(store, cp_repo, request.version)

@@ -26,9 +26,10 @@ from tests.support.releases import ROOT, push_app_images, repo_config
 pytestmark = pytest.mark.integration
 
 #: Kill after this many step lines of output: 0 = during the first chart, 6 = charts
-#: done (in the bundle), 7 = in the image build/push, 14 = image locks done (in the
-#: manifest), 15 = manifest done (in the signature), 16 = signed (in the promotion).
-KILL_POINTS = [0, 6, 7, 14, 15, 16]
+#: done (in the bundle), 7 = in the bundle's signature, 8 = in the image build/push,
+#: 15 = image locks done (in the manifest), 16 = manifest done (in the signature),
+#: 17 = signed (in the promotion).
+KILL_POINTS = [0, 6, 7, 8, 15, 16, 17]
 
 
 def _workspace(tmp: Path, namespace: str) -> Path:

@@ -4,6 +4,7 @@ and concurrent promotions."""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from consumer.resolve import Resolver
 from consumer.signatures import TrustStore
 from ocicore.client import RegistryClient
 from ocicore.credentials import Credentials
+from ocicore.digest import Digest
 from publisher.promote import PromotionError, RaceLostError, history, promote
 from publisher.signing import Signer
 from tests.support.releases import publish_version, repo_config
@@ -209,3 +211,24 @@ def test_pushed_manifest_is_readable_valid_and_pullable_by_oras(
     files = oras.client.OrasClient(insecure=True).pull(target=target, outdir=str(tmp_path))
     assert [Path(f).name for f in files] == ["release-manifest.json"]
     assert (tmp_path / "release-manifest.json").read_bytes() == data
+    # the config bundle carries a cosign signature by the same key (for Flux's verify)
+    from consumer.signatures import (
+        SIGNATURE_ANNOTATION,
+        SignedPayload,
+        TrustStore,
+        verify_binding,
+    )
+
+    bundle = Digest.parse(release.config.digest)
+    with RegistryClient(registry.host, credentials=None) as client:  # type: ignore[attr-defined]
+        sig = client.get_manifest(config.config_repository, f"{bundle.tag_form}.sig").parse()  # type: ignore[attr-defined]
+        assert isinstance(sig, Manifest)
+        signed = [
+            SignedPayload(
+                client.fetch_blob_bytes(config.config_repository, layer),  # type: ignore[attr-defined]
+                (layer.annotations or {})[SIGNATURE_ANNOTATION],
+            )
+            for layer in sig.layers
+        ]
+    trust = TrustStore.from_pem(signer.public_pem())
+    assert verify_binding(trust, bundle, signed, channel=None, now=datetime.now(UTC))
