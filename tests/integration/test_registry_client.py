@@ -4,6 +4,7 @@ pagination, deletes, referrers fallback, and hostile content."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import httpx
@@ -243,3 +244,17 @@ def test_unknown_manifest_names_the_oci_code(registry: object) -> None:
     with _client(registry) as client:
         with pytest.raises(NotFoundError, match=r"MANIFEST_UNKNOWN|NAME_UNKNOWN"):
             client.get_manifest("nothing/here", "v1")
+
+
+def test_expired_token_is_replaced_transparently(registry_token: object) -> None:
+    """A token past its lifetime (minus the clock-skew margin) is not sent again: the
+    next request gets a fresh one, and the caller sees no error."""
+    server = registry_token.token_server  # type: ignore[attr-defined]
+    with _client(registry_token) as client, server.lifetime(11):  # usable for 1 s here
+        push_artifact(client, "expiry/x", "v1", [b"e"])
+        first = client.auth.token_requests
+        client.resolve("expiry/x", "v1")
+        assert client.auth.token_requests == first  # still valid: reused
+        time.sleep(1.2)
+        assert client.resolve("expiry/x", "v1").media_type == OCI_MANIFEST
+        assert client.auth.token_requests == first + 1  # expired: replaced, no error
