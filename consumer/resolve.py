@@ -30,6 +30,7 @@ from consumer.signatures import (
     SIGNATURE_ANNOTATION,
     SIMPLE_SIGNING_MEDIA_TYPE,
     ChannelBinding,
+    SignatureError,
     SignedPayload,
     TrustStore,
     verify_binding,
@@ -46,7 +47,7 @@ from consumer.state import (
 from ocicore.client import RegistryClient
 from ocicore.digest import Digest
 from ocicore.errors import InvalidInputError, NotFoundError
-from ocicore.models import Manifest
+from ocicore.models import Descriptor, Manifest
 from ocicore.reference import Reference, check_tag
 
 log = logging.getLogger(__name__)
@@ -174,15 +175,30 @@ class Resolver:
             )
         config = self.client.fetch_blob_bytes(self.repository, parsed.config)
         manifest = read_manifest(config, what=f"release manifest {what}")
-        signatures = self._signatures(digest)
-        binding = verify_binding(self.trust, digest, signatures, channel=channel,
-                                 now=self._clock())
+        binding = self._binding(digest, channel)
         log.info("resolved %s to %s (version %s, signed by key %s)", selector, digest,
                  manifest.version, binding.keyid)
         return ResolvedRelease(self.client.registry, self.repository, selector, channel, digest,
                                manifest, config, binding)
 
-    def _signatures(self, digest: Digest) -> list[SignedPayload]:
+    def _binding(self, digest: Digest, channel: str | None) -> ChannelBinding:
+        """The first valid binding, newest signature first (a promotion appends the
+        channel's binding last, so a cold resolve usually fetches one payload); when
+        none is valid, the pure rules get all of them and name the closest miss."""
+        fetched: list[SignedPayload] = []
+        for layer in reversed(self._signature_layers(digest)):
+            payload = self.client.fetch_blob_bytes(self.repository, layer,
+                                                   max_bytes=MAX_PAYLOAD_BYTES)
+            signed = SignedPayload(payload, (layer.annotations or {})[SIGNATURE_ANNOTATION])
+            fetched.append(signed)
+            try:
+                return verify_binding(self.trust, digest, [signed], channel=channel,
+                                      now=self._clock())
+            except SignatureError:
+                continue
+        return verify_binding(self.trust, digest, fetched, channel=channel, now=self._clock())
+
+    def _signature_layers(self, digest: Digest) -> list[Descriptor]:
         try:
             fetched = self.client.get_manifest(self.repository, f"{digest.tag_form}.sig")
         except NotFoundError:
@@ -190,15 +206,9 @@ class Resolver:
         parsed = fetched.parse()
         if not isinstance(parsed, Manifest):
             return []
-        found = []
-        for layer in parsed.layers:
-            signature = (layer.annotations or {}).get(SIGNATURE_ANNOTATION)
-            if layer.media_type != SIMPLE_SIGNING_MEDIA_TYPE or not signature:
-                continue
-            payload = self.client.fetch_blob_bytes(self.repository, layer,
-                                                   max_bytes=MAX_PAYLOAD_BYTES)
-            found.append(SignedPayload(payload, signature))
-        return found
+        return [layer for layer in parsed.layers
+                if layer.media_type == SIMPLE_SIGNING_MEDIA_TYPE
+                and (layer.annotations or {}).get(SIGNATURE_ANNOTATION)]
 
     def _check_rollback(self, resolved: ResolvedRelease, allow_downgrade: bool) -> None:
         if self.state_path is None or resolved.channel is None:
