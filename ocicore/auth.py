@@ -13,6 +13,7 @@ them. Secrets never reach logs or error messages.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import threading
@@ -185,8 +186,7 @@ class RegistryAuth(httpx.Auth):
         realm = challenge.params["realm"]
         service = challenge.params.get("service", "")
         token_response = yield self._token_request(realm, service, scopes)
-        token_response.read()
-        token = self._parse_token(token_response, realm, scopes)
+        token = self._parse_token(token_response, _read_capped(token_response), realm, scopes)
         with self._lock:
             self._scheme = "bearer"
             self._bearer = (realm, service)
@@ -217,7 +217,8 @@ class RegistryAuth(httpx.Auth):
         log.debug("requesting a token from %s for %s", _safe_url(realm), " ".join(sorted(scopes)))
         return request
 
-    def _parse_token(self, response: httpx.Response, realm: str, scopes: Scopes) -> _Token:
+    def _parse_token(self, response: httpx.Response, body_bytes: bytes | None, realm: str,
+                     scopes: Scopes) -> _Token:
         where = _safe_url(realm)
         if response.status_code in (401, 403):
             who = "anonymous access" if self._credentials is None else (
@@ -231,7 +232,13 @@ class RegistryAuth(httpx.Auth):
                 url=where,
                 status=response.status_code,
             )
-        if response.status_code != 200 or len(response.content) > _MAX_TOKEN_RESPONSE:
+        if body_bytes is None:
+            raise TransportError(
+                f"the token server {where} sent more than {_MAX_TOKEN_RESPONSE} bytes",
+                hint="the realm in the registry's challenge does not look like a token service",
+                url=where,
+            )
+        if response.status_code != 200:
             raise TransportError(
                 f"the token server {where} answered {response.status_code}",
                 hint="the registry's auth service is failing; retry later",
@@ -239,7 +246,7 @@ class RegistryAuth(httpx.Auth):
                 status=response.status_code,
             )
         try:
-            body = response.json()
+            body = json.loads(body_bytes)
             value = body.get("token") or body.get("access_token")
             ttl = float(body.get("expires_in") or _DEFAULT_TOKEN_TTL_S)
         except (ValueError, AttributeError, TypeError):
@@ -252,6 +259,19 @@ class RegistryAuth(httpx.Auth):
             )
         expires_at = self._clock() + max(0.0, ttl - _EXPIRY_MARGIN_S)
         return _Token(value, scopes, expires_at)
+
+
+def _read_capped(response: httpx.Response) -> bytes | None:
+    """The token response's body, or ``None`` when it is over ``_MAX_TOKEN_RESPONSE``
+    (read no further: a token service does not send megabytes)."""
+    chunks, total = [], 0
+    for chunk in response.iter_bytes():
+        total += len(chunk)
+        if total > _MAX_TOKEN_RESPONSE:
+            response.close()
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def basic_header(username: str, password: str) -> str:

@@ -210,3 +210,26 @@ def test_tag_listing_follows_link_pagination(registry: object) -> None:
         tags = client.list_tags("faults/paged")
         assert tags == [f"t{i:02d}" for i in range(10)]
         assert client.stats.requests - requests_before == 4  # pages of 3, 3, 3, 1
+
+
+def test_oversized_or_broken_token_responses(registry_token: object) -> None:
+    """A token service that answers megabytes, or JSON without a token, is refused with
+    a one-line error instead of being read into memory or retried forever."""
+    from ocicore.credentials import Credentials
+
+    host = registry_token.host  # type: ignore[attr-defined]
+    creds = Credentials(registry_token.username, registry_token.password, source="t")  # type: ignore[attr-defined]
+    for body, fragment in [
+        (b"x" * (2 * 1024 * 1024), "sent more than"),
+        (b'{"nothing": "here"}', "answered without a token"),
+    ]:
+        transport = faults.FaultTransport()
+        transport.add("GET", r"^/token", faults.serve_body(body, {}))
+        http = httpx.Client(transport=transport)
+        with (
+            RegistryClient(
+                host, http=http, credentials=creds, plain_http=True, sleep=Sleeps()
+            ) as client,
+            pytest.raises(TransportError, match=fragment),
+        ):
+            client.list_tags("any/repo")
