@@ -262,16 +262,14 @@ class RegistryAuth(httpx.Auth):
 
 
 def _read_capped(response: httpx.Response) -> bytes | None:
-    """The token response's body, or ``None`` when it is over ``_MAX_TOKEN_RESPONSE``
-    (read no further: a token service does not send megabytes)."""
-    chunks, total = [], 0
-    for chunk in response.iter_bytes():
-        total += len(chunk)
-        if total > _MAX_TOKEN_RESPONSE:
-            response.close()
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The token response's body, or ``None`` when it is over ``_MAX_TOKEN_RESPONSE``:
+    a declared length over the cap is refused before reading. (httpx reads the body
+    itself before the flow's next request, so it is read whole here, not streamed.)"""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > _MAX_TOKEN_RESPONSE:
+        return None
+    body = response.read()
+    return body if len(body) <= _MAX_TOKEN_RESPONSE else None
 
 
 def basic_header(username: str, password: str) -> str:
