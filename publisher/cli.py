@@ -18,7 +18,7 @@ from publisher.control_plane_build import control_plane_builder
 from publisher.progress import RichProgress
 from publisher.promote import history as channel_history
 from publisher.promote import promote as promote_release
-from publisher.publish import PublishRequest, StepResult
+from publisher.publish import PublishRequest, StepResult, check_version
 from publisher.publish import publish as publish_release
 from publisher.release_config import ReleaseConfig, load_release_config
 from publisher.signing import Signer, generate_keypair, load_signer
@@ -75,6 +75,7 @@ def publish(settings: Settings, version: str, channel: str | None, image_tag: tu
             no_lint: bool, config_path: Path, key: Path | None) -> None:
     """Publish a release: charts, bundle, control-plane image, manifest, signature."""
     config = load_release_config(config_path)
+    check_version(version)
     root = config_path.resolve().parent
     tags = {}
     for item in image_tag:

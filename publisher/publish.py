@@ -114,7 +114,7 @@ def publish(
         if on_step is not None:
             on_step(result)
 
-    _check_version(request.version)
+    check_version(request.version)
     # 1. charts
     helm = Helm() if request.lint and config.charts.lint else None
     pins: dict[str, ChartPin] = {}
@@ -239,7 +239,8 @@ def publish(
     return report
 
 
-def _check_version(version: str) -> None:
+def check_version(version: str) -> None:
+    """Raise ``PublishError`` unless ``version`` is SemVer."""
     try:
         semver.Version.parse(version)
     except ValueError:

@@ -215,6 +215,12 @@ class RegistryHTTP:
                 hint="pass --plain-http if that is intended (traffic is then unencrypted)",
                 url=self.base_url,
             )
+        if "name or service not known" in text or "nodename nor servname" in text:
+            return TransportError(
+                f"the registry host {self.host} does not resolve (DNS)",
+                hint="check the registry name (--registry) and the machine's DNS settings",
+                url=self.base_url,
+            )
         if any(sign in text for sign in _CERT_SIGNS):
             return TransportError(
                 f"the TLS certificate of {self.host} is not trusted ({exc})",

@@ -258,3 +258,11 @@ def test_expired_token_is_replaced_transparently(registry_token: object) -> None
         time.sleep(1.2)
         assert client.resolve("expiry/x", "v1").media_type == OCI_MANIFEST
         assert client.auth.token_requests == first + 1  # expired: replaced, no error
+
+
+def test_unresolvable_host_fails_at_once() -> None:
+    with RegistryClient("no-such-registry.invalid", credentials=None,
+                        sleep=lambda s: None) as client:
+        with pytest.raises(TransportError, match="does not resolve"):
+            client.ping()
+        assert client.stats.retries == 0
