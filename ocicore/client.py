@@ -19,7 +19,7 @@ import re
 import ssl
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from ocicore._internal.http import RegistryHTTP, Stats, is_loopback
+from ocicore._internal.upload import BlobUploader, digest_of
 from ocicore.auth import RegistryAuth
 from ocicore.config import ClientConfig
 from ocicore.credentials import Credentials, lookup_credentials
@@ -137,6 +138,7 @@ class RegistryClient:
         self._http = RegistryHTTP(
             api_host, self._http_client, self.auth, self.config, plain_http=plain_http, sleep=sleep
         )
+        self._uploader = BlobUploader(self._http, lambda: self.progress, self.blob_exists)
 
     @property
     def stats(self) -> Stats:
@@ -405,7 +407,7 @@ class RegistryClient:
         check_repository(repository)
         size = len(source) if isinstance(source, bytes) else source.stat().st_size
         if digest is None:
-            digest = _digest_of(source, "sha256")
+            digest = digest_of(source, "sha256")
         key = str(digest)
         self._check_blob_size(size, f"blob {digest}")
         self.progress.start(key, f"push {digest.hex[:12]}", size)
@@ -429,7 +431,7 @@ class RegistryClient:
                 return "mounted"
             location = response.headers.get("Location")
             break
-        self._upload(repository, source, digest, size, location)
+        self._uploader.upload(repository, source, digest, size, location)
         return "uploaded"
 
     def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> bool:
@@ -543,112 +545,12 @@ class RegistryClient:
         self.stats.add(bytes_downloaded=size)
         return Digest(descriptor.digest.algorithm, hasher.hexdigest()), size
 
-    def _upload(self, repository: str, source: bytes | Path, digest: Digest, size: int,
-                location: str | None) -> None:
-        key = str(digest)
-        what = f"upload of blob {digest} to {repository}"
-        attempts = self.config.retry.max_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                if location is None:
-                    response = self._http.send(
-                        "POST", f"/v2/{repository}/blobs/uploads/", what=what, ok=(202,),
-                        idempotent=False,
-                    )
-                    location = _location(response, what)
-                if self.config.chunked_upload:
-                    self._upload_chunks(location, source, digest, size, what)
-                else:
-                    url = httpx.URL(self._http.url(location)).copy_merge_params(
-                        {"digest": str(digest)})
-                    self._http.send(
-                        "PUT", str(url), what=what, ok=(201,), idempotent=False,
-                        headers={"Content-Type": "application/octet-stream",
-                                 "Content-Length": str(size)},
-                        content=lambda: self._body(source, digest, key),
-                    )
-                self.stats.add(bytes_uploaded=size, blobs_uploaded=1)
-                self.progress.finish(key, "done")
-                return
-            except (TransportError, httpx.StreamError) as exc:
-                location = None
-                if attempt == attempts:
-                    self.progress.finish(key, "failed")
-                    raise
-                if self.blob_exists(repository, digest):
-                    self.stats.add(bytes_uploaded=size, blobs_uploaded=1)
-                    self.progress.finish(key, "done")
-                    return
-                self._http.backoff(attempt, what,
-                                   f"{type(exc).__name__}; restarting the upload session")
-            except BaseException:
-                self.progress.finish(key, "failed")
-                raise
-
-    def _upload_chunks(self, location: str, source: bytes | Path, digest: Digest, size: int,
-                       what: str) -> None:
-        offset = 0
-        chunk_size = self.config.chunk_size
-        for chunk in _chunks(source, chunk_size):
-            end = offset + len(chunk) - 1
-            response = self._http.send(
-                "PATCH", location, what=what, ok=(202,), idempotent=False,
-                headers={"Content-Type": "application/octet-stream",
-                         "Content-Range": f"{offset}-{end}", "Content-Length": str(len(chunk))},
-                content=chunk,
-            )
-            location = _location(response, what)
-            offset = end + 1
-            self.progress.advance(str(digest), len(chunk))
-        if offset != size:
-            raise IntegrityError(f"{what}: the source changed size during the upload")
-        url = httpx.URL(self._http.url(location)).copy_merge_params({"digest": str(digest)})
-        self._http.send("PUT", str(url), what=what, ok=(201,), idempotent=False,
-                        headers={"Content-Length": "0"}, content=b"")
-
-    def _body(self, source: bytes | Path, digest: Digest, key: str) -> Iterator[bytes]:
-        hasher = digest.hasher()
-        for chunk in _chunks(source, self.config.chunk_size):
-            hasher.update(chunk)
-            self.progress.advance(key, len(chunk))
-            yield chunk
-        if hasher.hexdigest() != digest.hex:
-            raise IntegrityError(
-                f"the content uploaded as {digest} hashes to {digest.algorithm}:"
-                f"{hasher.hexdigest()}",
-                hint="the source changed during the upload, or the digest given is wrong")
-
-
-def _chunks(source: bytes | Path, size: int) -> Iterator[bytes]:
-    if isinstance(source, bytes):
-        for start in range(0, len(source), size):
-            yield source[start : start + size]
-        return
-    with source.open("rb") as fh:
-        while chunk := fh.read(size):
-            yield chunk
-
-
-def _digest_of(source: bytes | Path, algorithm: str) -> Digest:
-    hasher = hashlib.new(algorithm)
-    for chunk in _chunks(source, 4 * 1024 * 1024):
-        hasher.update(chunk)
-    return Digest(algorithm, hasher.hexdigest())
-
 
 def _reference_text(reference: str | Digest) -> str:
     if isinstance(reference, Digest):
         return str(reference)
     check_tag(reference)
     return reference
-
-
-def _location(response: httpx.Response, what: str) -> str:
-    location: str | None = response.headers.get("Location")
-    if not location:
-        raise RegistryError(f"{what}: the registry started an upload without a Location header",
-                            hint="the registry is not distribution-spec compliant")
-    return location
 
 
 def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
