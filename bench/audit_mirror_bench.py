@@ -80,8 +80,8 @@ from publisher.publish import (  # noqa: E402
     RELEASE_LAYER_MEDIA_TYPE,
     ControlPlaneBuilder,
     PublishRequest,
-    _release_artifact,
     publish,
+    release_artifact,
 )
 from publisher.push import push_immutable  # noqa: E402
 from publisher.release_config import ReleaseConfig, load_release_config  # noqa: E402
@@ -158,7 +158,7 @@ def seed_releases(client: RegistryClient, config: ReleaseConfig, signer: Signer,
         release = validate_document({**document, "version": version, "sequence": 1 + n},
                                     what="synthetic release")
         data = write_manifest(release)
-        artifact = _release_artifact(data, release)
+        artifact = release_artifact(data, release)
         push_immutable(client, repo, version,
                        [(data, Descriptor.of(CONFIG_MEDIA_TYPE, data)),
                         (data, Descriptor.of(RELEASE_LAYER_MEDIA_TYPE, data))],

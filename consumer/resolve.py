@@ -167,7 +167,7 @@ class Resolver:
         what = f"{self.client.registry}/{self.repository}@{digest}"
         fetched = self.client.get_manifest(self.repository, digest)
         parsed = fetched.parse()
-        if not isinstance(parsed, Manifest) or not _is_release(parsed):
+        if not isinstance(parsed, Manifest) or not is_release_artifact(parsed):
             raise NotAReleaseError(
                 f"{what} ({selector}) is not a release manifest (artifactType "
                 f"{getattr(parsed, 'artifact_type', None)!r})",
@@ -228,6 +228,8 @@ class Resolver:
             )
 
 
-def _is_release(manifest: Manifest) -> bool:
+def is_release_artifact(manifest: Manifest) -> bool:
+    """Whether ``manifest`` is a release-manifest artifact (by artifactType or, for
+    artifacts written before artifactType existed, by its config media type)."""
     return (manifest.artifact_type == ARTIFACT_TYPE
             or manifest.config.media_type == CONFIG_MEDIA_TYPE)

@@ -61,8 +61,8 @@ from typing import Any, TypeVar
 
 import semver
 
-from consumer.manifest import ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, ReleaseManifest, read_manifest
-from consumer.resolve import ResolvedRelease
+from consumer.manifest import ReleaseManifest, read_manifest
+from consumer.resolve import ResolvedRelease, is_release_artifact
 from consumer.signatures import (
     MAX_PAYLOAD_BYTES,
     SIGNATURE_ANNOTATION,
@@ -445,9 +445,7 @@ class _Auditor:
         except ToolkitError as exc:
             release.defect = ("not-a-release", f"{where} is not an OCI manifest: {exc.message}")
             return release
-        if not isinstance(parsed, Manifest) or not (
-                parsed.artifact_type == ARTIFACT_TYPE
-                or parsed.config.media_type == CONFIG_MEDIA_TYPE):
+        if not isinstance(parsed, Manifest) or not is_release_artifact(parsed):
             kind = getattr(parsed, "artifact_type", None) or parsed.media_type
             release.defect = ("not-a-release", f"{where} is not a release manifest "
                               f"(artifactType {kind!r})")

@@ -42,8 +42,8 @@ from typing import Any
 
 import semver
 
-from consumer.manifest import ARTIFACT_TYPE, read_manifest
-from consumer.resolve import Resolver
+from consumer.manifest import read_manifest
+from consumer.resolve import Resolver, is_release_artifact
 from consumer.signatures import TrustStore, build_payload
 from consumer.verify import verify_release
 from ocicore.client import RegistryClient
@@ -265,7 +265,7 @@ def _check_order(client: RegistryClient, repo: str, channel: str, current: Diges
     if current is None:
         return None
     parsed = client.get_manifest(repo, current).parse()
-    if not isinstance(parsed, Manifest) or parsed.artifact_type != ARTIFACT_TYPE:
+    if not isinstance(parsed, Manifest) or not is_release_artifact(parsed):
         return None  # the channel holds something else; moving it to a release repairs it
     previous = read_manifest(client.fetch_blob_bytes(repo, parsed.config)).version
     try:

@@ -31,6 +31,7 @@ from consumer.manifest import (
     validate_document,
     write_manifest,
 )
+from consumer.resolve import is_release_artifact
 from consumer.signatures import build_payload
 from consumer.tools import Helm
 from ocicore.client import RegistryClient
@@ -213,7 +214,7 @@ def publish(
             "other content",
             hint="version tags are immutable: publish a new version",
         )
-    artifact = _release_artifact(data, release)
+    artifact = release_artifact(data, release)
     digest = Digest.of(artifact)
     if store is not None:
         config_desc = Descriptor.of(CONFIG_MEDIA_TYPE, data)
@@ -248,7 +249,9 @@ def check_version(version: str) -> None:
                            hint="release versions order releases; use e.g. 1.4.0") from None
 
 
-def _release_artifact(data: bytes, release: ReleaseManifest) -> bytes:
+def release_artifact(data: bytes, release: ReleaseManifest) -> bytes:
+    """The OCI artifact of a release manifest: the manifest bytes as its config blob and
+    as its one layer, artifactType and annotations (version, created, sequence)."""
     annotations = {"org.opencontainers.image.version": release.version,
                    SEQUENCE_ANNOTATION: str(release.sequence)}
     if release.created:
@@ -271,7 +274,7 @@ def _existing_release(client: RegistryClient, repository: str,
     except NotFoundError:
         return None
     parsed = fetched.parse()
-    if not isinstance(parsed, Manifest) or parsed.artifact_type != ARTIFACT_TYPE:
+    if not isinstance(parsed, Manifest) or not is_release_artifact(parsed):
         raise ImmutableTagError(f"{repository}:{version} exists and is not a release manifest",
                                 hint="choose another version")
     return read_manifest(client.fetch_blob_bytes(repository, parsed.config))

@@ -30,7 +30,7 @@ from ocicore.models import OCI_MANIFEST, Descriptor, Manifest
 from publisher.audit import AuditReport, Finding, audit
 from publisher.charts import pack_chart
 from publisher.promote import promote
-from publisher.publish import RELEASE_LAYER_MEDIA_TYPE, _release_artifact
+from publisher.publish import RELEASE_LAYER_MEDIA_TYPE, release_artifact
 from publisher.push import push_immutable
 from publisher.release_config import ReleaseConfig
 from publisher.signing import Signer, append_signature
@@ -215,7 +215,7 @@ def push_signed_release(client: RegistryClient, repository: str, signer: Signer,
     publisher's own building blocks without the charts, bundle and images."""
     release = validate_document(document, what="synthetic release")
     data = write_manifest(release)
-    artifact = _release_artifact(data, release)
+    artifact = release_artifact(data, release)
     push_immutable(client, repository, release.version,
                    [(data, Descriptor.of(CONFIG_MEDIA_TYPE, data)),
                     (data, Descriptor.of(RELEASE_LAYER_MEDIA_TYPE, data))],
