@@ -241,3 +241,39 @@ def test_second_publish_uploads_nothing_and_versions_are_immutable(
             match=f"already exists as {chart.digest}.*new content is {changed.digest}",
         ):
             push_chart(client, "immut/charts", changed)
+
+
+def test_subcharts_and_helmignore_are_packed_as_helm_does(tmp_path: Path) -> None:
+    """A dependency in charts/<sub> travels inside the parent (helm renders both) and
+    .helmignore'd files stay out."""
+    helm = require_tool("helm")
+    parent = _copy_tree(ROOT / "charts" / "pgbouncer", tmp_path / "pgbouncer")
+    sub = parent / "charts" / "metrics"
+    (sub / "templates").mkdir(parents=True)
+    (sub / "Chart.yaml").write_text("apiVersion: v2\nname: metrics\nversion: 0.1.0\n")
+    (sub / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-metrics\n"
+    )
+    (parent / "Chart.yaml").write_text(
+        (parent / "Chart.yaml").read_text()
+        + "dependencies:\n  - name: metrics\n    version: 0.1.0\n"
+    )
+    (parent / "notes.swp").write_text("editor junk")
+    (parent / ".helmignore").write_text((parent / ".helmignore").read_text() + "\n*.swp\n")
+    chart = pack_chart(parent, epoch=0)
+    tgz = tmp_path / "pgbouncer.tgz"
+    tgz.write_bytes(chart.content)
+    listing = subprocess.run(
+        ["tar", "tzf", str(tgz)], check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert "pgbouncer/charts/metrics/Chart.yaml" in listing
+    assert "pgbouncer/notes.swp" not in listing
+    lint_values = ROOT / "charts" / "pgbouncer" / "ci" / "lint-values.yaml"
+    out = subprocess.run(
+        [helm, "template", "r", str(tgz), "--values", str(lint_values)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    names = {d["metadata"]["name"] for d in yaml.safe_load_all(out) if d}
+    assert "r-metrics" in names
