@@ -1,7 +1,8 @@
 """The appliance ISO: stage the host overlay, the nocloud seed and the baked control-plane
 image, and remaster a base ISO with xorriso into ``<name>-<version>.iso`` + ``.sha256``.
 
-Three steps, each usable on its own:
+Three steps, each usable on its own (the inputs and the seed they render are in
+``publisher.iso_inputs``):
 
 1. ``export_image_archive(store, repo, reference, dest_tar)``: copy the control-plane
    image (from a ``RegistryClient`` or an ``OCILayout``) into a fresh OCI layout and
@@ -63,38 +64,47 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import stat
 import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
 
-import semver
-import yaml
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import load_ssh_public_key
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-
-from consumer.signatures import TrustStore
 from consumer.tools import ToolFailedError, ToolMissingError, find_tool
 from ocicore.config import ClientConfig
 from ocicore.copy import copy
 from ocicore.digest import Digest
-from ocicore.errors import InvalidInputError, InvalidReferenceError
+from ocicore.errors import InvalidInputError
 from ocicore.fsutil import write_atomic
 from ocicore.jsonutil import canonical_json
 from ocicore.layout import REF_NAME_ANNOTATION, OCILayout
 from ocicore.models import OCI_INDEX, Descriptor
 from ocicore.progress import NoProgress, Progress
-from ocicore.reference import Reference, check_tag
+from ocicore.reference import Reference
 from ocicore.store import ContentStore
 from ocicore.tarpack import source_date_epoch
+from publisher.iso_inputs import (
+    BOOTSTRAP_ENV_FILE,
+    HOST_IMAGE_ARCHIVE,
+    IMAGE_ARCHIVE_NAME,
+    IMAGES_DIR,
+    OVERLAY_DIR,
+    SEED_DIR,
+    IsoInputError,
+    IsoInputs,
+    StagingError,
+    check_name,
+    check_version,
+    check_volume_id,
+    default_volume_id,
+    render_bootstrap_env,
+    render_meta_data,
+    render_user_data,
+)
 
 __all__ = [
     "HOST_IMAGE_ARCHIVE",
@@ -119,29 +129,21 @@ __all__ = [
 
 #: The overlay in a source checkout (``iso/overlay``).
 OVERLAY_SOURCE = Path(__file__).resolve().parent.parent / "iso" / "overlay"
-IMAGE_ARCHIVE_NAME = "control-plane.oci.tar"
-#: Where the seed's runcmd puts the image archive; bootstrap.sh imports it from there.
-HOST_IMAGE_ARCHIVE = f"/usr/local/lib/appliance/images/{IMAGE_ARCHIVE_NAME}"
 
-_OVERLAY = "appliance/overlay"
-_IMAGES = "appliance/images"
-_SEED = "nocloud"
-_BOOTSTRAP_ENV = "etc/appliance/bootstrap.env"
 _TRUST_PEM = "etc/appliance/trust.pem"
 #: The overlay files the host needs; stage_overlay and remaster refuse a tree without them.
 _OVERLAY_FILES = (
     "etc/systemd/system/appliance-bootstrap.service",
     "etc/systemd/system/appliance-bootstrap.timer",
     "usr/local/lib/appliance/bootstrap.sh",
-    _BOOTSTRAP_ENV,
+    BOOTSTRAP_ENV_FILE,
 )
 REQUIRED_STAGED_FILES: tuple[str, ...] = (
-    *(f"{_OVERLAY}/{f}" for f in (*_OVERLAY_FILES, _TRUST_PEM)),
-    f"{_IMAGES}/{IMAGE_ARCHIVE_NAME}",
-    f"{_SEED}/user-data",
-    f"{_SEED}/meta-data",
+    *(f"{OVERLAY_DIR}/{f}" for f in (*_OVERLAY_FILES, _TRUST_PEM)),
+    f"{IMAGES_DIR}/{IMAGE_ARCHIVE_NAME}",
+    f"{SEED_DIR}/user-data",
+    f"{SEED_DIR}/meta-data",
 )
-_PLACEHOLDER = re.compile(r"@[A-Z_]+@")
 _ISO_MAGIC_OFFSET = 16 * 2048  # the primary volume descriptor, sector 16
 _XORRISO_TIMEOUT_S = 3600
 
@@ -149,234 +151,12 @@ _XORRISO_TIMEOUT_S = 3600
 # -- errors ----------------------------------------------------------------------------
 
 
-class IsoInputError(InvalidInputError):
-    """The inputs of the ISO (name, registry, keys, …) are invalid."""
-
-
 class BaseIsoError(InvalidInputError):
     """The base ISO is missing, not an ISO 9660 image, or already remastered."""
 
 
-class StagingError(InvalidInputError):
-    """The staging directory is incomplete, not empty, or holds unexpected entries."""
-
-
 class DestinationExistsError(InvalidInputError):
     """An output file exists and ``overwrite`` was not given."""
-
-
-# -- inputs ----------------------------------------------------------------------------
-
-_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_HOSTNAME_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
-_VOLUME_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
-
-
-def _check_name(value: str) -> str:
-    if not _NAME.match(value):
-        raise ValueError("must be lowercase letters, digits and '-' (a DNS label)")
-    return value
-
-
-def _check_version(value: str) -> str:
-    if not semver.Version.is_valid(value):
-        raise ValueError("must be a semantic version such as 1.4.0 (no leading 'v')")
-    return value
-
-
-def _check_registry(value: str) -> str:
-    host, _, namespace = value.partition("/")
-    try:
-        Reference(host, f"{namespace}/probe" if namespace else "probe")
-    except InvalidReferenceError:
-        raise ValueError(
-            "must be host[:port] optionally followed by /namespace (lowercase path)"
-        ) from None
-    return value
-
-
-def _check_channel(value: str) -> str:
-    try:
-        check_tag(value)
-    except InvalidReferenceError:
-        raise ValueError("must be a valid tag (letters, digits, '_', '.', '-')") from None
-    return value
-
-
-def _check_hostname(value: str) -> str:
-    labels = value.split(".")
-    if len(value) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
-        raise ValueError("must be a lowercase RFC 1123 hostname")
-    return value
-
-
-def _check_user(value: str) -> str:
-    if not _USER.match(value):
-        raise ValueError("must be a POSIX user name (lowercase, starting with a letter or '_')")
-    return value
-
-
-def _check_ssh_key(value: str) -> str:
-    if "\n" in value.strip() or not value.strip():
-        raise ValueError("each SSH key must be one line")
-    try:
-        load_ssh_public_key(value.strip().encode())
-    except (ValueError, UnsupportedAlgorithm):
-        raise ValueError(
-            f"not an SSH public key ed25519/ecdsa/rsa line: {value.strip()[:40]!r}"
-        ) from None
-    return value.strip()
-
-
-def _check_trust_pem(value: str) -> str:
-    try:
-        TrustStore.from_pem(value.encode(), what="trust_pem")
-    except InvalidInputError as exc:
-        raise ValueError(exc.message) from None
-    return value if value.endswith("\n") else value + "\n"
-
-
-def _check_volume_id(value: str) -> str:
-    if not _VOLUME_ID.match(value):
-        raise ValueError("must be 1-32 characters of letters, digits, '_', '.', '-'")
-    return value
-
-
-def default_volume_id(name: str, version: str) -> str:
-    """``<NAME>_<VERSION>`` in ISO 9660 d-characters (A-Z, 0-9, _), at most 32."""
-    return re.sub(r"[^A-Z0-9_]", "_", f"{name}_{version}".upper())[:32]
-
-
-class IsoInputs(BaseModel):
-    """What one appliance ISO is made of; invalid values cannot be constructed.
-
-    The seed mounts the ISO by its volume id (``label``: ``volume_id``, default
-    ``default_volume_id(name, version)``); pass the same ``volume_id`` to ``remaster``.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: Annotated[str, AfterValidator(_check_name)]
-    version: Annotated[str, AfterValidator(_check_version)]
-    registry: Annotated[str, AfterValidator(_check_registry)]
-    channel: Annotated[str, AfterValidator(_check_channel)]
-    hostname: Annotated[str, AfterValidator(_check_hostname)]
-    ssh_authorized_keys: Annotated[
-        tuple[Annotated[str, AfterValidator(_check_ssh_key)], ...], Field(min_length=1)
-    ]
-    trust_pem: Annotated[str, AfterValidator(_check_trust_pem)]
-    user: Annotated[str, AfterValidator(_check_user)] = "appliance"
-    volume_id: Annotated[str, AfterValidator(_check_volume_id)] | None = None
-
-    @property
-    def label(self) -> str:
-        """The ISO's volume id: ``volume_id``, else ``default_volume_id(name, version)``."""
-        return self.volume_id or default_volume_id(self.name, self.version)
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> IsoInputs:
-        """Validate ``data``; raises ``IsoInputError`` naming the first bad field."""
-        try:
-            return cls.model_validate(dict(data))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "(inputs)"
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            raise IsoInputError(
-                f"ISO input {loc}: {msg}", hint="fix the value and run again"
-            ) from None
-
-
-# -- the seed and the env file ---------------------------------------------------------
-
-
-class _SeedDumper(yaml.SafeDumper):
-    """Block style; multi-line strings as ``|`` literals; no line folding."""
-
-
-def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_SeedDumper.add_representer(str, _str_presenter)
-
-
-def _dump_yaml(doc: Mapping[str, Any]) -> str:
-    return yaml.dump(
-        doc, Dumper=_SeedDumper, sort_keys=False, default_flow_style=False, width=10_000
-    )
-
-
-def render_bootstrap_env(inputs: IsoInputs, template: str) -> str:
-    """Fill the ``@REGISTRY@`` and ``@CHANNEL@`` placeholders of the env template.
-
-    The values are validated to a shell-safe alphabet, and the template single-quotes
-    them. Raises ``StagingError`` when a placeholder is left unfilled.
-    """
-    text = template.replace("@REGISTRY@", inputs.registry).replace("@CHANNEL@", inputs.channel)
-    leftover = _PLACEHOLDER.search(text)
-    if leftover:
-        raise StagingError(
-            f"the bootstrap.env template has an unknown placeholder {leftover.group()}",
-            hint="only @REGISTRY@ and @CHANNEL@ are filled in",
-        )
-    return text
-
-
-def _install_script(label: str) -> str:
-    """The runcmd that copies the overlay and the image from the ISO onto the host."""
-    return (
-        "set -eu; m=/run/appliance-media; mkdir -p \"$m\"; "
-        f"mount -o ro /dev/disk/by-label/{label} \"$m\"; "
-        f"cp -R \"$m/{_OVERLAY}/.\" /; "
-        f"install -D -m 0644 \"$m/{_IMAGES}/{IMAGE_ARCHIVE_NAME}\" {HOST_IMAGE_ARCHIVE}; "
-        "umount \"$m\""
-    )
-
-
-def render_user_data(inputs: IsoInputs, bootstrap_env: str) -> str:
-    """The ``#cloud-config`` user-data: hostname, the admin user (SSH keys only, no
-    password), ``/etc/appliance/bootstrap.env``, and the runcmd that installs the
-    overlay and enables the bootstrap timer."""
-    doc: dict[str, Any] = {
-        "hostname": inputs.hostname,
-        "preserve_hostname": False,
-        "ssh_pwauth": False,
-        "disable_root": True,
-        "users": [
-            {
-                "name": inputs.user,
-                "gecos": "Appliance administrator",
-                "shell": "/bin/bash",
-                "lock_passwd": True,
-                "sudo": "ALL=(ALL) NOPASSWD:ALL",
-                "ssh_authorized_keys": list(inputs.ssh_authorized_keys),
-            }
-        ],
-        "write_files": [
-            {
-                "path": f"/{_BOOTSTRAP_ENV}",
-                "owner": "root:root",
-                "permissions": "0644",
-                "content": bootstrap_env,
-            }
-        ],
-        "runcmd": [
-            ["/bin/sh", "-c", _install_script(inputs.label)],
-            ["systemctl", "daemon-reload"],
-            ["systemctl", "enable", "--now", "appliance-bootstrap.timer"],
-        ],
-    }
-    return "#cloud-config\n" + _dump_yaml(doc)
-
-
-def render_meta_data(inputs: IsoInputs) -> str:
-    """The NoCloud meta-data: ``instance-id`` (``<name>-<version>``) and hostname."""
-    return _dump_yaml(
-        {"instance-id": f"{inputs.name}-{inputs.version}", "local-hostname": inputs.hostname}
-    )
 
 
 # -- the image archive -----------------------------------------------------------------
@@ -491,12 +271,12 @@ def stage_overlay(
             f"staging directory {staging_dir} is not empty",
             hint="pass a new or empty directory",
         )
-    env_text = render_bootstrap_env(inputs, (overlay_src / _BOOTSTRAP_ENV).read_text())
+    env_text = render_bootstrap_env(inputs, (overlay_src / BOOTSTRAP_ENV_FILE).read_text())
     staging_dir.parent.mkdir(parents=True, exist_ok=True)
     # Built beside the destination and renamed into place: never half a staging tree.
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=staging_dir.parent) as tmp:
         tree = Path(tmp) / "tree"
-        overlay = tree / _OVERLAY
+        overlay = tree / OVERLAY_DIR
         overlay.mkdir(mode=0o755, parents=True)
         for src in sorted(overlay_src.rglob("*")):
             dest = overlay / src.relative_to(overlay_src)
@@ -506,13 +286,13 @@ def stage_overlay(
                 dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
                 shutil.copyfile(src, dest)
                 dest.chmod(0o755 if src.stat().st_mode & 0o111 else 0o644)
-        _write_file(overlay / _BOOTSTRAP_ENV, env_text)
+        _write_file(overlay / BOOTSTRAP_ENV_FILE, env_text)
         _write_file(overlay / _TRUST_PEM, inputs.trust_pem)
-        images = tree / _IMAGES
+        images = tree / IMAGES_DIR
         images.mkdir(mode=0o755)
         shutil.copyfile(image_archive, images / IMAGE_ARCHIVE_NAME)
         (images / IMAGE_ARCHIVE_NAME).chmod(0o644)
-        seed = tree / _SEED
+        seed = tree / SEED_DIR
         seed.mkdir(mode=0o755)
         _write_file(seed / "user-data", render_user_data(inputs, env_text))
         _write_file(seed / "meta-data", render_meta_data(inputs))
@@ -581,7 +361,7 @@ def _check_staging(staging_dir: Path) -> None:
             f"staging directory {staging_dir} lacks {', '.join(missing)}",
             hint="stage it again with stage_overlay",
         )
-    extra = sorted(p.name for p in staging_dir.iterdir() if p.name not in ("appliance", _SEED))
+    extra = sorted(p.name for p in staging_dir.iterdir() if p.name not in ("appliance", SEED_DIR))
     if extra:
         raise StagingError(
             f"staging directory {staging_dir} has unexpected entries: {', '.join(extra)}",
@@ -634,9 +414,9 @@ def remaster(
     """
     base_iso, staging_dir, dest_dir = Path(base_iso), Path(staging_dir), Path(dest_dir)
     for what, value, check in (
-        ("name", name, _check_name),
-        ("version", version, _check_version),
-        ("volume_id", volume_id, _check_volume_id),
+        ("name", name, check_name),
+        ("version", version, check_version),
+        ("volume_id", volume_id, check_volume_id),
     ):
         if value is not None:
             try:
@@ -678,7 +458,7 @@ def remaster(
                 "-volume_date", "uuid", uuid,
                 "-volume_date", "all_file_dates", "set_to_mtime",
                 "-map", str(staging_dir / "appliance"), "/appliance",
-                "-map", str(staging_dir / _SEED), "/nocloud",
+                "-map", str(staging_dir / SEED_DIR), "/nocloud",
                 "-chown_r", "0", *added, "--",
                 "-chgrp_r", "0", *added, "--",
                 "-alter_date_r", "b-c", f"={epoch}", *added, "--",
