@@ -39,8 +39,8 @@ from pathlib import Path
 
 from ocicore.client import FetchedManifest, RegistryClient
 from ocicore.digest import Digest
-from ocicore.errors import IntegrityError, InvalidInputError, LayoutError, NotFoundError
-from ocicore.layout import LayoutNotFoundError, OCILayout
+from ocicore.errors import IntegrityError, InvalidInputError, NotFoundError
+from ocicore.layout import OCILayout
 from ocicore.models import Descriptor, Index, Manifest
 from ocicore.progress import NoProgress, Progress
 from ocicore.reference import check_repository, check_tag
@@ -255,19 +255,7 @@ class _Copier:
         if dst.blob_exists(self.dst_repo, digest):
             return "skipped"
         if isinstance(src, OCILayout):
-            path = src.blob_path(digest)
-            if not path.is_file():
-                raise LayoutNotFoundError(
-                    f"blob {digest} is missing from the OCI layout at {src.path}",
-                    hint="the layout is incomplete",
-                )
-            if path.stat().st_size != blob.size:
-                raise LayoutError(
-                    f"blob {digest} in the OCI layout at {src.path} has "
-                    f"{path.stat().st_size} bytes, its descriptor says {blob.size}",
-                    hint="the layout's blob file is corrupted",
-                )
-            return dst.push_blob(self.dst_repo, path, digest)
+            return dst.push_blob(self.dst_repo, src.present_blob(blob), digest)
         if isinstance(dst, OCILayout):
             target = dst.blob_path(digest)
             target.parent.mkdir(parents=True, exist_ok=True)

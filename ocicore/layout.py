@@ -219,7 +219,7 @@ class OCILayout:
             descriptor = entry.descriptor
         else:
             descriptor = self._entry_by_tag(repository, reference).descriptor
-        self._check_entry_blob(descriptor)
+        self.present_blob(descriptor, listed_by="index.json")
         return Descriptor(
             media_type=descriptor.media_type, digest=descriptor.digest, size=descriptor.size
         )
@@ -597,20 +597,23 @@ class OCILayout:
     def _entry_by_digest(self, digest: Digest) -> _Entry | None:
         return next((e for e in self._entries() if e.descriptor.digest == digest), None)
 
-    def _check_entry_blob(self, descriptor: Descriptor) -> None:
+    def present_blob(self, descriptor: Descriptor, *, listed_by: str = "") -> Path:
+        """The file of ``descriptor``'s blob, checked to exist with the descriptor's size
+        (not hashed: readers that stream it hash it). ``listed_by`` names what referred
+        to it, for the message. Raises ``LayoutNotFoundError`` when it is missing and
+        ``LayoutError`` when its size differs."""
         path = self.blob_path(descriptor.digest)
-        what = f"index.json of the OCI layout at {self.path}"
+        where = f"the OCI layout at {self.path}"
+        blob = f"{listed_by} of {where} lists {descriptor.digest}, but its blob" if listed_by \
+            else f"blob {descriptor.digest} in {where}"
         if not path.is_file():
-            raise LayoutError(
-                f"{what} lists {descriptor.digest}, but its blob is missing",
-                hint="the layout is incomplete; write it again",
-            )
+            raise LayoutNotFoundError(f"{blob} is missing",
+                                      hint="the layout is incomplete; write it again")
         if path.stat().st_size != descriptor.size:
             raise LayoutError(
-                f"{what} says {descriptor.digest} has {descriptor.size} bytes, "
-                f"the blob has {path.stat().st_size}",
-                hint="the layout is damaged",
-            )
+                f"{blob} has {path.stat().st_size} bytes, the descriptor says "
+                f"{descriptor.size}", hint="the layout's blob file is damaged")
+        return path
 
     def _tar_members(self) -> list[tuple[str, Path | None]]:
         """``(name, file or None for a directory)`` of everything that belongs in a tar."""
